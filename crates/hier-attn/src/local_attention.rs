@@ -1,0 +1,159 @@
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::{backend::Backend, Tensor};
+
+use crate::kernel::{host_mask, masked_softmax_attend, merge_heads, pad_end, split_heads};
+use crate::rotary::{self, Layout};
+use crate::{LayerNorm, LayerNormConfig};
+
+/// Configuration of [`LocalAttention`], the reference's `LocalMHA(causal=True, prenorm=True)`.
+#[derive(Config, Debug)]
+pub struct LocalAttentionConfig {
+    /// Model width of the hierarchy.
+    pub dim: usize,
+    /// How far back a query looks: query `i` attends to keys `i - window ..= i`.
+    pub window: usize,
+    /// Number of attention heads.
+    #[config(default = 8)]
+    pub heads: usize,
+    /// Width of each head; must be even (rotary halves).
+    #[config(default = 64)]
+    pub dim_head: usize,
+}
+
+/// Pre-LayerNorm causal attention over a sliding window of `window + 1` keys, with half-split
+/// rotary embeddings (no xPos). State-dict names: `norm.weight`, `norm.bias`, `to_qkv.weight`,
+/// `to_out.weight` (plus the constant `attn_fn.rel_pos.inv_freq`, recomputed, not stored here).
+#[derive(Module, Debug)]
+pub struct LocalAttention<B: Backend> {
+    pub norm: LayerNorm<B>,
+    pub to_qkv: Linear<B>,
+    pub to_out: Linear<B>,
+    pub heads: usize,
+    pub dim_head: usize,
+    pub window: usize,
+}
+
+impl LocalAttentionConfig {
+    pub fn init<B: Backend>(&self, device: &B::Device) -> LocalAttention<B> {
+        let inner = self.heads * self.dim_head;
+        LocalAttention {
+            norm: LayerNormConfig::new(self.dim).init(device),
+            to_qkv: LinearConfig::new(self.dim, 3 * inner)
+                .with_bias(false)
+                .init(device),
+            to_out: LinearConfig::new(inner, self.dim)
+                .with_bias(false)
+                .init(device),
+            heads: self.heads,
+            dim_head: self.dim_head,
+            window: self.window,
+        }
+    }
+}
+
+impl<B: Backend> LocalAttention<B> {
+    /// `[batch, seq, dim] -> [batch, seq, dim]`
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let qkv = self.to_qkv.forward(self.norm.forward(x));
+        let mut qkv = qkv
+            .chunk(3, 2)
+            .into_iter()
+            .map(|t| split_heads(t, self.heads));
+        let (q, k, v) = (
+            qkv.next().unwrap(),
+            qkv.next().unwrap(),
+            qkv.next().unwrap(),
+        );
+        let out = local_causal_attention(q, k, v, self.window);
+        self.to_out.forward(merge_heads(out))
+    }
+}
+
+/// Causal sliding-window attention computed in blocks of `window` queries, each looking at its
+/// own block and the one before (memory `O(n * window)`).
+///
+/// `q, k, v`: `[batch, heads, n, dim_head]` -> `[batch, heads, n, dim_head]`. Rotary angles are
+/// those of the position inside the two-block frame, as in local-attention; only the
+/// query-key distance matters.
+pub fn local_causal_attention<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    window: usize,
+) -> Tensor<B, 4> {
+    let device = q.device();
+    let [b, h, n, dh] = q.dims();
+    let w = window;
+    let blocks = n.div_ceil(w);
+    let padded = blocks * w;
+    let to_blocks = |t: Tensor<B, 4>| pad_end(t, 2, padded).reshape([b, h, blocks, w, dh]);
+    // [b, h, blocks, 2w, dh]: the previous block (zeros before the first) then the block itself
+    let look_around = |t: Tensor<B, 5>| {
+        let zeros = Tensor::zeros([b, h, 1, w, dh], &device);
+        let prev = if blocks > 1 {
+            Tensor::cat(vec![zeros, t.clone().narrow(2, 0, blocks - 1)], 2)
+        } else {
+            zeros
+        };
+        Tensor::cat(vec![prev, t], 3)
+    };
+    let bq = to_blocks(q).mul_scalar((dh as f64).powf(-0.5));
+    let bk = look_around(to_blocks(k));
+    let bv = look_around(to_blocks(v));
+
+    let (cos, sin) = rotary::cos_sin::<B>(dh, 0..2 * w, Layout::HalfSplit, &device);
+    let frame = |t: Tensor<B, 2>, from: usize| -> Tensor<B, 5> {
+        t.narrow(0, from, 2 * w - from).unsqueeze()
+    };
+    let bq = rotary::apply(
+        bq,
+        frame(cos.clone(), w),
+        frame(sin.clone(), w),
+        Layout::HalfSplit,
+    );
+    let bk = rotary::apply(bk, frame(cos, 0), frame(sin, 0), Layout::HalfSplit);
+
+    let sim = bq.matmul(bk.swap_dims(3, 4)); // [b, h, blocks, w, 2w]
+    let mask = host_mask::<B, 3>([blocks, w, 2 * w], &device, |[u, i, j]| {
+        let before_start = u == 0 && j < w;
+        let (q_pos, k_pos) = (u * w + i + w, u * w + j); // shifted by w to stay unsigned
+        before_start || k_pos > q_pos || q_pos > k_pos + w
+    });
+    let out = masked_softmax_attend(sim, mask.unsqueeze(), bv); // [b, h, blocks, w, dh]
+    out.reshape([b, h, padded, dh]).narrow(2, 0, n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::host_mask;
+    use burn::backend::Flex;
+    use burn::tensor::Distribution;
+
+    /// The blocked computation equals dense attention with a band mask and absolute rotary.
+    #[test]
+    fn blocked_equals_dense_band() {
+        let device = Default::default();
+        for (n, w) in [(1, 4), (7, 3), (12, 4), (13, 5), (9, 16)] {
+            let shape = [2, 3, n, 8];
+            let q = Tensor::<Flex, 4>::random(shape, Distribution::Default, &device);
+            let k = Tensor::<Flex, 4>::random(shape, Distribution::Default, &device);
+            let v = Tensor::<Flex, 4>::random(shape, Distribution::Default, &device);
+            let blocked = local_causal_attention(q.clone(), k.clone(), v.clone(), w);
+
+            let (cos, sin) = rotary::cos_sin::<Flex>(8, 0..n, Layout::HalfSplit, &device);
+            let (cos, sin): (Tensor<Flex, 4>, Tensor<Flex, 4>) = (cos.unsqueeze(), sin.unsqueeze());
+            let q = rotary::apply(q, cos.clone(), sin.clone(), Layout::HalfSplit);
+            let k = rotary::apply(k, cos, sin, Layout::HalfSplit);
+            let sim = q.matmul(k.swap_dims(2, 3)).mul_scalar(8f64.powf(-0.5));
+            let band = host_mask::<Flex, 2>([n, n], &device, |[i, j]| j > i || i > j + w);
+            let dense = masked_softmax_attend(sim, band.unsqueeze(), v);
+            blocked.into_data().assert_approx_eq::<f32>(
+                &dense.into_data(),
+                burn::tensor::Tolerance::absolute(1e-5),
+            );
+        }
+    }
+}

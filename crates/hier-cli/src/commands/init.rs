@@ -1,0 +1,44 @@
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use burn::tensor::backend::Backend as _;
+use hier_model::{model_dir, HierarchicalTransformer, HierarchicalTransformerConfig};
+
+use crate::backend::{device, Backend};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Model config (JSON with the reference's constructor keyword names).
+    #[arg(long)]
+    config: PathBuf,
+    /// Directory to write config.json and model.safetensors into.
+    #[arg(long)]
+    out: PathBuf,
+    /// Seed of the initialisation.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let text = std::fs::read_to_string(&args.config)
+        .with_context(|| format!("reading {}", args.config.display()))?;
+    let config = HierarchicalTransformerConfig::from_json(&text)
+        .with_context(|| format!("in {}", args.config.display()))?;
+    let spec = config
+        .validate()
+        .with_context(|| format!("in {}", args.config.display()))?;
+    for (factor, window) in &spec.replaced_windows {
+        eprintln!("note: window {window} of hierarchy {factor}x exceeds seq_len / {factor}; it uses full attention (as the reference does)");
+    }
+    let device = device();
+    Backend::seed(&device, args.seed);
+    let model = HierarchicalTransformer::<Backend>::new(&config, &device)?;
+    model_dir::save(&model, &args.out)
+        .with_context(|| format!("writing the model to {}", args.out.display()))?;
+    eprintln!(
+        "wrote {} ({} parameters)",
+        args.out.display(),
+        burn::module::Module::num_params(&model)
+    );
+    Ok(())
+}

@@ -1,0 +1,85 @@
+use burn::module::Module;
+use burn::tensor::{backend::Backend, Tensor};
+use hier_attn::kernel::pad_end;
+use hier_attn::{FullAttention, FullAttentionConfig, LocalAttention, LocalAttentionConfig};
+
+use crate::feed_forward::{FeedForward, FeedForwardConfig};
+use crate::spec::{AttentionKind, HierarchySpec};
+use crate::token_shift::token_shift;
+
+/// The attention of one hierarchical block.
+#[derive(Module, Debug)]
+pub enum Attention<B: Backend> {
+    Local(LocalAttention<B>),
+    Full(FullAttention<B>),
+}
+
+impl<B: Backend> Attention<B> {
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        match self {
+            Attention::Local(a) => a.forward(x),
+            Attention::Full(a) => a.forward(x),
+        }
+    }
+}
+
+/// One layer of one hierarchy: token-shifted attention and feed-forward with residuals, run
+/// axially for `c > 1`. The stream is split into `a = c / s` interleaved sub-sequences (rows
+/// `k, k + a, k + 2a, ...`), so a compressed token only meets tokens whole chunks (`c` original
+/// tokens) away, and one attention step spans `c` original tokens.
+#[derive(Module, Debug)]
+pub struct HierarchicalBlock<B: Backend> {
+    pub attn: Option<Attention<B>>,
+    pub ff: FeedForward<B>,
+    pub factor: usize,
+    pub stride: usize,
+}
+
+impl<B: Backend> HierarchicalBlock<B> {
+    pub fn new(h: &HierarchySpec, device: &B::Device) -> Self {
+        let attn = match h.attention {
+            AttentionKind::None => None,
+            AttentionKind::Local { window } => Some(Attention::Local(
+                LocalAttentionConfig::new(h.dim, window)
+                    .with_heads(h.heads)
+                    .with_dim_head(h.dim_head)
+                    .init(device),
+            )),
+            AttentionKind::Full => Some(Attention::Full(
+                FullAttentionConfig::new(h.dim)
+                    .with_heads(h.heads)
+                    .with_dim_head(h.dim_head)
+                    .init(device),
+            )),
+        };
+        HierarchicalBlock {
+            attn,
+            ff: FeedForwardConfig::new(h.dim)
+                .with_mult(h.ff_mult)
+                .init(device),
+            factor: h.factor,
+            stride: h.stride,
+        }
+    }
+
+    /// `[batch, n, dim] -> [batch, n, dim]`
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let axial = self.factor / self.stride;
+        let [b, n, d] = x.dims();
+        let rows = n.div_ceil(axial);
+        // 'b (n a) d -> (b a) n d'; the zero padding sits at the end, after every real token
+        let x = pad_end(x, 1, rows * axial)
+            .reshape([b, rows, axial, d])
+            .swap_dims(1, 2)
+            .reshape([b * axial, rows, d]);
+        let x = match &self.attn {
+            Some(attn) => attn.forward(token_shift(x.clone())) + x,
+            None => x,
+        };
+        let x = self.ff.forward(token_shift(x.clone())) + x;
+        x.reshape([b, axial, rows, d])
+            .swap_dims(1, 2)
+            .reshape([b, rows * axial, d])
+            .narrow(1, 0, n)
+    }
+}

@@ -1,0 +1,119 @@
+use burn::module::Module;
+use burn::nn::conv::{Conv1d, Conv1dConfig};
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::{activation::silu, backend::Backend, Tensor};
+
+use crate::loss::cross_entropy;
+use crate::spec::HierarchySpec;
+
+/// Turns the token embeddings into one hierarchy's input stream.
+///
+/// * `c = 1`: identity, or a bias-free projection when the hierarchy is narrower than the
+///   embedding.
+/// * `c > 1`: a causal strided convolution (kernel `c`, stride `s`, left-padded by `c - 1`), SiLU,
+///   and a 1x1 convolution; output `j` sees original positions `j*s - c + 1 ..= j*s`.
+///
+/// With a reconstruction loss it also owns `to_recon`, which predicts the `c` tokens a
+/// compressed position summarised.
+#[derive(Module, Debug)]
+pub struct Compressor<B: Backend> {
+    /// `c = 1`, narrower hierarchy: `Linear(token_dim, dim)`.
+    pub compress_fn: Option<Linear<B>>,
+    /// `c > 1`: `Conv1d(token_dim, 4 * token_dim, kernel c, stride s)`.
+    pub conv: Option<Conv1d<B>>,
+    /// `c > 1`: `Conv1d(4 * token_dim, dim, 1)`.
+    pub conv_out: Option<Conv1d<B>>,
+    /// `c > 1` with reconstruction: `Linear(dim, c * num_tokens)`.
+    pub to_recon: Option<Linear<B>>,
+    pub factor: usize,
+    pub stride: usize,
+}
+
+impl<B: Backend> Compressor<B> {
+    pub fn new(
+        h: &HierarchySpec,
+        token_dim: usize,
+        num_tokens: usize,
+        recon: bool,
+        device: &B::Device,
+    ) -> Self {
+        let (c, s) = (h.factor, h.stride);
+        let linear = |i, o| LinearConfig::new(i, o).with_bias(false).init(device);
+        if c == 1 {
+            return Compressor {
+                compress_fn: (h.dim != token_dim).then(|| linear(token_dim, h.dim)),
+                conv: None,
+                conv_out: None,
+                to_recon: None,
+                factor: c,
+                stride: s,
+            };
+        }
+        let inner = 4 * token_dim;
+        Compressor {
+            compress_fn: None,
+            conv: Some(
+                Conv1dConfig::new(token_dim, inner, c)
+                    .with_stride(s)
+                    .init(device),
+            ),
+            conv_out: Some(Conv1dConfig::new(inner, h.dim, 1).init(device)),
+            to_recon: recon.then(|| linear(h.dim, c * num_tokens)),
+            factor: c,
+            stride: s,
+        }
+    }
+
+    /// `[batch, n, token_dim] -> [batch, ceil(n / s), dim]`
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        match (&self.conv, &self.conv_out, &self.compress_fn) {
+            (Some(conv), Some(conv_out), _) => {
+                let [b, _, d] = x.dims();
+                let pad = Tensor::zeros([b, self.factor - 1, d], &x.device());
+                let x = Tensor::cat(vec![pad, x], 1).swap_dims(1, 2); // [b, d, c - 1 + n]
+                conv_out.forward(silu(conv.forward(x))).swap_dims(1, 2)
+            }
+            (_, _, Some(project)) => project.forward(x),
+            _ => x,
+        }
+    }
+
+    /// Cross-entropy of reconstructing, from each compressed position `j` (original position
+    /// `e = j*s`), the `c` tokens `ids[e - c + 1 ..= e]` it summarised (ids before the start are
+    /// `ignore_index`). `None` for `c = 1` or without a reconstruction head.
+    ///
+    /// * `embeds`: `[batch, n_c, dim]`, the hierarchy's final embeddings.
+    /// * `ids`: the input ids, row-major `[batch, n]`.
+    pub fn recon_loss(
+        &self,
+        embeds: Tensor<B, 3>,
+        ids: &[i64],
+        batch: usize,
+        ignore_index: i64,
+    ) -> Option<Tensor<B, 1>> {
+        let to_recon = self.to_recon.as_ref()?;
+        let (c, s) = (self.factor, self.stride);
+        let n = ids.len() / batch;
+        let [_, positions, _] = embeds.dims();
+        let logits = to_recon.forward(embeds); // [b, n_c, c * V], offset major, vocabulary minor
+        let vocab = logits.dims()[2] / c;
+        let mut targets = Vec::with_capacity(batch * positions * c);
+        for b in 0..batch {
+            for j in 0..positions {
+                for k in 0..c {
+                    let t = (j * s + k) as isize - (c as isize - 1);
+                    targets.push(if t < 0 {
+                        ignore_index
+                    } else {
+                        ids[b * n + t as usize]
+                    });
+                }
+            }
+        }
+        Some(cross_entropy(
+            logits.reshape([batch * positions * c, vocab]),
+            &targets,
+            ignore_index,
+        ))
+    }
+}

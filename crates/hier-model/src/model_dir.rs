@@ -1,0 +1,94 @@
+//! A model directory: `config.json` (the reference's constructor arguments) and
+//! `model.safetensors` (its state_dict). Both load in PyTorch:
+//! `m = HierarchicalTransformer(**json.load(open("config.json")))`,
+//! `m.load_state_dict(safetensors.torch.load_file("model.safetensors"))`.
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+
+use burn::tensor::backend::Backend;
+
+use crate::config::HierarchicalTransformerConfig;
+use crate::error::LoadError;
+use crate::model::HierarchicalTransformer;
+use crate::weights;
+
+pub const CONFIG_FILE: &str = "config.json";
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> LoadError + '_ {
+    move |source| LoadError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Write `bytes` to `path` so that a crash leaves either the old file or the new one, never a
+/// torn one: write a temporary file beside it, flush it to disk, rename it over `path`.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut file = fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)?;
+        if let Ok(d) = fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map_err(io_error(path))
+}
+
+/// Save `model` into `dir` (created if needed).
+pub fn save<B: Backend>(model: &HierarchicalTransformer<B>, dir: &Path) -> Result<(), LoadError> {
+    fs::create_dir_all(dir).map_err(io_error(dir))?;
+    let tensors = weights::state_dict(model);
+    write_atomic(&dir.join(WEIGHTS_FILE), &weights::to_safetensors(&tensors))?;
+    write_atomic(&dir.join(CONFIG_FILE), model.config.to_json().as_bytes())
+}
+
+/// Read and validate `dir/config.json`.
+pub fn load_config(dir: &Path) -> Result<HierarchicalTransformerConfig, LoadError> {
+    let path = dir.join(CONFIG_FILE);
+    let text = fs::read_to_string(&path).map_err(io_error(&path))?;
+    let config =
+        HierarchicalTransformerConfig::from_json(&text).map_err(|source| LoadError::Config {
+            path: path.display().to_string(),
+            source,
+        })?;
+    config.validate().map_err(|source| LoadError::Config {
+        path: path.display().to_string(),
+        source,
+    })?;
+    Ok(config)
+}
+
+/// Load the model saved in `dir` onto `device`.
+pub fn load<B: Backend>(
+    dir: &Path,
+    device: &B::Device,
+) -> Result<HierarchicalTransformer<B>, LoadError> {
+    let config = load_config(dir)?;
+    let path = dir.join(WEIGHTS_FILE);
+    let bytes = fs::read(&path).map_err(io_error(&path))?;
+    let tensors = weights::from_safetensors(&bytes, &path.display().to_string())?;
+    let model =
+        HierarchicalTransformer::new(&config, device).map_err(|source| LoadError::Config {
+            path: dir.join(CONFIG_FILE).display().to_string(),
+            source,
+        })?;
+    weights::load_state_dict(model, &tensors, device)
+}

@@ -1,0 +1,469 @@
+//! The validated, resolved form of a [`HierarchicalTransformerConfig`]: one [`HierarchySpec`] per
+//! hierarchy and the model-wide settings, everything checked.
+
+use crate::config::{HierarchicalTransformerConfig, NextLatentLossType};
+use crate::error::ConfigError;
+
+/// What attention a hierarchy's blocks use (decided once, by the reference's rules).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttentionKind {
+    /// `window_sizes[i] == 0`: token shift and feed-forward only.
+    None,
+    /// Local attention over `window` previous axial steps.
+    Local { window: usize },
+    /// Full causal attention (window `null`, or a window the effective length cannot hold).
+    Full,
+}
+
+/// One hierarchy, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HierarchySpec {
+    /// Compression factor `c`: each compressed token summarises `c` original tokens.
+    pub factor: usize,
+    /// Stride `s` of the compressor: the compressed stream has `ceil(n / s)` tokens.
+    pub stride: usize,
+    pub dim: usize,
+    pub dim_head: usize,
+    pub heads: usize,
+    pub ff_mult: usize,
+    pub attention: AttentionKind,
+    pub next_latent_loss_weight: f64,
+}
+
+impl HierarchySpec {
+    /// `c / s`: the number of interleaved axial sub-sequences the blocks run on.
+    pub fn axial(&self) -> usize {
+        self.factor / self.stride
+    }
+}
+
+/// A validated model description.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSpec {
+    pub num_tokens: usize,
+    pub depth: usize,
+    pub seq_len: usize,
+    pub hierarchies: Vec<HierarchySpec>,
+    /// Index of the hierarchy that predicts the next token.
+    pub predict: usize,
+    /// Width of the shared token embedding (`max(dims)`).
+    pub token_dim: usize,
+    pub hierarchy_merge_all: bool,
+    pub predict_use_all_hierarchy: bool,
+    pub recon_loss_weight: f64,
+    pub next_latent_loss_type: NextLatentLossType,
+    pub num_rollouts: usize,
+    pub detach_summaries: bool,
+    pub dynamics_hidden_dim: Option<usize>,
+    pub dynamics_num_layers: usize,
+    pub dynamic_rollout_loss_weight: bool,
+    pub dynamic_loss_decay: f64,
+    /// Rollout weights normalised to sum 1.
+    pub rollout_weights: Vec<f64>,
+    pub ignore_index: i64,
+    /// Windows the reference replaces by full attention: `(factor, window)`.
+    pub replaced_windows: Vec<(usize, usize)>,
+}
+
+impl ModelSpec {
+    pub fn should_recon(&self) -> bool {
+        self.recon_loss_weight > 0.0
+    }
+
+    pub fn has_next_latent_loss(&self) -> bool {
+        self.hierarchies
+            .iter()
+            .any(|h| h.next_latent_loss_weight > 0.0)
+    }
+
+    /// Sum of all hierarchies' widths (the merge's input width).
+    pub fn total_dim(&self) -> usize {
+        self.hierarchies.iter().map(|h| h.dim).sum()
+    }
+
+    pub fn dims(&self) -> Vec<usize> {
+        self.hierarchies.iter().map(|h| h.dim).collect()
+    }
+
+    pub fn strides(&self) -> Vec<usize> {
+        self.hierarchies.iter().map(|h| h.stride).collect()
+    }
+
+    pub(crate) fn from_config(c: &HierarchicalTransformerConfig) -> Result<Self, ConfigError> {
+        use ConfigError as E;
+        let hierarchies = c.hierarchies.values(1);
+        let count = hierarchies.len();
+        if count == 0 {
+            return Err(E::invalid(
+                "hierarchies",
+                "is empty",
+                "give at least one compression factor, e.g. 1 or [1, 2]",
+            ));
+        }
+        positive("num_tokens", c.num_tokens)?;
+        positive("depth", c.depth)?;
+        positive("seq_len", c.seq_len)?;
+        if c.num_tokens > i32::MAX as usize {
+            return Err(E::invalid(
+                "num_tokens",
+                format!("{} is too large", c.num_tokens),
+                "use at most 2^31 - 1",
+            ));
+        }
+        let mut seen = Vec::new();
+        for &h in &hierarchies {
+            if !h.is_power_of_two() {
+                return Err(E::invalid(
+                    "hierarchies",
+                    format!("{h} is not a power of two"),
+                    "use 1, 2, 4, 8, ...",
+                ));
+            }
+            if seen.contains(&h) {
+                return Err(E::invalid(
+                    "hierarchies",
+                    format!("{h} appears twice"),
+                    "compression factors must be unique",
+                ));
+            }
+            seen.push(h);
+        }
+
+        let dims = per_hierarchy("dim", c.dim.values(count), count)?;
+        let dim_heads = per_hierarchy("dim_head", c.dim_head.values(count), count)?;
+        let heads = per_hierarchy("heads", c.heads.values(count), count)?;
+        let ff_mults = per_hierarchy("ff_mult", c.ff_mult.values(count), count)?;
+        let strides = per_hierarchy(
+            "hierarchical_stride",
+            c.hierarchical_stride.values(count),
+            count,
+        )?;
+        let windows = per_hierarchy("window_sizes", c.window_sizes.values(count), count)?;
+        let nl_weights = per_hierarchy(
+            "next_latent_loss_weight",
+            c.next_latent_loss_weight.values(count),
+            count,
+        )?;
+        for &d in &dims {
+            if d < 2 {
+                return Err(E::invalid(
+                    "dim",
+                    format!("{d} is too small"),
+                    "token shift splits the features in two halves: use a width of at least 2",
+                ));
+            }
+        }
+        for &h in &heads {
+            positive("heads", h)?;
+        }
+        for &m in &ff_mults {
+            positive("ff_mult", m)?;
+        }
+        for &d in &dim_heads {
+            if d == 0 || d % 2 != 0 {
+                return Err(E::invalid(
+                    "dim_head",
+                    format!("{d} is not a positive even number"),
+                    "rotary embeddings rotate feature pairs: use an even width such as 32 or 64",
+                ));
+            }
+        }
+        for (&s, &h) in strides.iter().zip(&hierarchies) {
+            if !s.is_power_of_two() {
+                return Err(E::invalid(
+                    "hierarchical_stride",
+                    format!("{s} is not a power of two"),
+                    "use 1, 2, 4, ...",
+                ));
+            }
+            if s > h {
+                return Err(E::invalid(
+                    "hierarchical_stride",
+                    format!("stride {s} is greater than its hierarchy's compression factor {h}"),
+                    "every stride must be at most the compression factor of its hierarchy",
+                ));
+            }
+        }
+        let predict_factor = c
+            .predict_hierarchy
+            .unwrap_or_else(|| *hierarchies.iter().min().unwrap());
+        let predict = hierarchies
+            .iter()
+            .position(|&h| h == predict_factor)
+            .ok_or_else(|| {
+                E::invalid(
+                    "predict_hierarchy",
+                    format!("{predict_factor} is not one of the hierarchies {hierarchies:?}"),
+                    "pick one of the compression factors in `hierarchies`",
+                )
+            })?;
+        if !c.hierarchy_merge_all && strides[predict] != 1 {
+            return Err(E::invalid("hierarchical_stride", format!("the predicting hierarchy {predict_factor}x has stride {}", strides[predict]), "the hierarchy used for next-token prediction must have stride 1 (or set hierarchy_merge_all)"));
+        }
+        if !c.recon_loss_weight.is_finite() || c.recon_loss_weight < 0.0 {
+            return Err(E::invalid(
+                "recon_loss_weight",
+                format!("{} is not a finite number >= 0", c.recon_loss_weight),
+                "use 0 to disable reconstruction, or a positive weight such as 0.1",
+            ));
+        }
+        for &w in &nl_weights {
+            if !w.is_finite() || w < 0.0 {
+                return Err(E::invalid(
+                    "next_latent_loss_weight",
+                    format!("{w} is not a finite number >= 0"),
+                    "use 0 to disable, or a positive weight such as 0.25",
+                ));
+            }
+        }
+        positive("num_rollouts", c.num_rollouts)?;
+        positive("dynamics_num_layers", c.dynamics_num_layers)?;
+        if let Some(h) = c.dynamics_hidden_dim {
+            positive("dynamics_hidden_dim", h)?;
+        }
+        if !c.dynamic_loss_decay.is_finite() {
+            return Err(E::invalid(
+                "dynamic_loss_decay",
+                "is not finite",
+                "use a number such as 1.0",
+            ));
+        }
+        let rollout_weights = c
+            .rollout_weights
+            .clone()
+            .unwrap_or_else(|| vec![1.0; c.num_rollouts]);
+        if rollout_weights.len() != c.num_rollouts {
+            return Err(E::invalid(
+                "rollout_weights",
+                format!(
+                    "has {} entries for num_rollouts {}",
+                    rollout_weights.len(),
+                    c.num_rollouts
+                ),
+                "give one weight per rollout step",
+            ));
+        }
+        let total: f64 = rollout_weights.iter().sum();
+        if rollout_weights.iter().any(|w| !w.is_finite()) || total == 0.0 || !total.is_finite() {
+            return Err(E::invalid(
+                "rollout_weights",
+                format!("{rollout_weights:?} cannot be normalised"),
+                "use finite weights with a non-zero sum",
+            ));
+        }
+        match &c.chunk_summarizers {
+            None | Some(serde_json::Value::Null) => {}
+            Some(serde_json::Value::Array(a))
+                if a.iter().all(|v| v.is_null()) && a.len() == count => {}
+            Some(_) => {
+                return Err(E::invalid(
+                    "chunk_summarizers",
+                    "custom summariser modules cannot be described in JSON",
+                    "use null (the default causal chunk summariser)",
+                ));
+            }
+        }
+
+        let mut replaced_windows = Vec::new();
+        let mut specs = Vec::with_capacity(count);
+        for i in 0..count {
+            let factor = hierarchies[i];
+            let attention = match windows[i] {
+                None => AttentionKind::Full,
+                Some(w) if w < 0 => {
+                    return Err(E::invalid(
+                        "window_sizes",
+                        format!("{w} is negative"),
+                        "use a window > 0, 0 for no attention, or null for full attention",
+                    ));
+                }
+                Some(0) => AttentionKind::None,
+                Some(w) => {
+                    let w = w as usize;
+                    // The reference compares with the configured seq_len, not the stride.
+                    if w > c.seq_len / factor {
+                        replaced_windows.push((factor, w));
+                        AttentionKind::Full
+                    } else {
+                        AttentionKind::Local { window: w }
+                    }
+                }
+            };
+            specs.push(HierarchySpec {
+                factor,
+                stride: strides[i],
+                dim: dims[i],
+                dim_head: dim_heads[i],
+                heads: heads[i],
+                ff_mult: ff_mults[i],
+                attention,
+                next_latent_loss_weight: nl_weights[i],
+            });
+        }
+
+        Ok(ModelSpec {
+            num_tokens: c.num_tokens,
+            depth: c.depth,
+            seq_len: c.seq_len,
+            token_dim: *dims.iter().max().unwrap(),
+            hierarchies: specs,
+            predict,
+            hierarchy_merge_all: c.hierarchy_merge_all,
+            predict_use_all_hierarchy: c.predict_use_all_hierarchy,
+            recon_loss_weight: c.recon_loss_weight,
+            next_latent_loss_type: c.next_latent_loss_type,
+            num_rollouts: c.num_rollouts,
+            detach_summaries: c.detach_summaries,
+            dynamics_hidden_dim: c.dynamics_hidden_dim,
+            dynamics_num_layers: c.dynamics_num_layers,
+            dynamic_rollout_loss_weight: c.dynamic_rollout_loss_weight,
+            dynamic_loss_decay: c.dynamic_loss_decay,
+            rollout_weights: rollout_weights.iter().map(|w| w / total).collect(),
+            ignore_index: c.ignore_index,
+            replaced_windows,
+        })
+    }
+}
+
+fn positive(key: &'static str, value: usize) -> Result<(), ConfigError> {
+    if value == 0 {
+        return Err(ConfigError::invalid(key, "is 0", "use a positive value"));
+    }
+    Ok(())
+}
+
+fn per_hierarchy<T>(
+    key: &'static str,
+    values: Vec<T>,
+    count: usize,
+) -> Result<Vec<T>, ConfigError> {
+    if values.len() != count {
+        return Err(ConfigError::invalid(
+            key,
+            format!(
+                "has {} entries but there are {count} hierarchies",
+                values.len()
+            ),
+            "give a single value or exactly one per hierarchy",
+        ));
+    }
+    Ok(values)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::PerHierarchy;
+
+    fn base() -> HierarchicalTransformerConfig {
+        let mut c = HierarchicalTransformerConfig::new(256, 32, 2);
+        c.seq_len = 64;
+        c.hierarchies = PerHierarchy::Each(vec![1, 2]);
+        c.window_sizes = PerHierarchy::Each(vec![Some(8), Some(4)]);
+        c
+    }
+
+    fn err_key(c: &HierarchicalTransformerConfig) -> &'static str {
+        match c.validate().unwrap_err() {
+            ConfigError::Invalid { key, .. } => key,
+            e => panic!("unexpected {e}"),
+        }
+    }
+
+    #[test]
+    fn accepts_the_reference_defaults() {
+        let spec = base().validate().unwrap();
+        assert_eq!(spec.hierarchies.len(), 2);
+        assert_eq!(spec.predict, 0);
+        assert_eq!(
+            spec.hierarchies[1].attention,
+            AttentionKind::Local { window: 4 }
+        );
+    }
+
+    #[test]
+    fn rejects_each_reference_assertion() {
+        let mut c = base();
+        c.hierarchies = PerHierarchy::Each(vec![1, 3]);
+        assert_eq!(err_key(&c), "hierarchies");
+        let mut c = base();
+        c.hierarchies = PerHierarchy::Each(vec![2, 2]);
+        assert_eq!(err_key(&c), "hierarchies");
+        let mut c = base();
+        c.hierarchical_stride = PerHierarchy::Each(vec![1, 4]);
+        assert_eq!(err_key(&c), "hierarchical_stride");
+        let mut c = base();
+        c.hierarchical_stride = PerHierarchy::Each(vec![1, 3]);
+        assert_eq!(err_key(&c), "hierarchical_stride");
+        let mut c = base();
+        c.dim = PerHierarchy::Each(vec![32, 32, 32]);
+        assert_eq!(err_key(&c), "dim");
+        let mut c = base();
+        c.predict_hierarchy = Some(2);
+        c.hierarchical_stride = PerHierarchy::Each(vec![1, 2]);
+        assert_eq!(err_key(&c), "hierarchical_stride");
+        c.hierarchy_merge_all = true;
+        assert!(c.validate().is_ok());
+        let mut c = base();
+        c.predict_hierarchy = Some(4);
+        assert_eq!(err_key(&c), "predict_hierarchy");
+        let mut c = base();
+        c.window_sizes = PerHierarchy::Each(vec![Some(-1), None]);
+        assert_eq!(err_key(&c), "window_sizes");
+        let mut c = base();
+        c.rollout_weights = Some(vec![1.0, 2.0]);
+        assert_eq!(err_key(&c), "rollout_weights");
+        let mut c = base();
+        c.num_rollouts = 0;
+        assert_eq!(err_key(&c), "num_rollouts");
+        let mut c = base();
+        c.next_latent_loss_weight = PerHierarchy::All(-0.5);
+        assert_eq!(err_key(&c), "next_latent_loss_weight");
+        let mut c = base();
+        c.hierarchies = PerHierarchy::Each(vec![]);
+        assert_eq!(err_key(&c), "hierarchies");
+        let mut c = base();
+        c.dim_head = PerHierarchy::All(7);
+        assert_eq!(err_key(&c), "dim_head");
+    }
+
+    #[test]
+    fn window_rules() {
+        let mut c = base();
+        // 2x hierarchy: effective length 64 / 2 = 32; 32 keeps local, 33 becomes full
+        c.window_sizes = PerHierarchy::Each(vec![Some(0), Some(32)]);
+        let s = c.validate().unwrap();
+        assert_eq!(s.hierarchies[0].attention, AttentionKind::None);
+        assert_eq!(
+            s.hierarchies[1].attention,
+            AttentionKind::Local { window: 32 }
+        );
+        c.window_sizes = PerHierarchy::Each(vec![None, Some(33)]);
+        let s = c.validate().unwrap();
+        assert_eq!(s.hierarchies[0].attention, AttentionKind::Full);
+        assert_eq!(s.hierarchies[1].attention, AttentionKind::Full);
+        assert_eq!(s.replaced_windows, vec![(2, 33)]);
+    }
+
+    #[test]
+    fn json_uses_the_reference_shapes() {
+        let json = r#"{"num_tokens": 256, "dim": [32, 16], "depth": 2, "hierarchies": [1, 2],
+                       "window_sizes": [16, null], "hierarchical_stride": 1}"#;
+        let c = HierarchicalTransformerConfig::from_json(json).unwrap();
+        assert_eq!(c.window_sizes, PerHierarchy::Each(vec![Some(16), None]));
+        let back = HierarchicalTransformerConfig::from_json(&c.to_json()).unwrap();
+        assert_eq!(back, c);
+        let err = HierarchicalTransformerConfig::from_json(
+            r#"{"num_tokens": 2, "dim": 4, "depth": 1, "windows": 3}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("windows"), "{err}");
+        let err = HierarchicalTransformerConfig::from_json(
+            r#"{"num_tokens": 2, "dim": "x", "depth": 1}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("dim"), "{err}");
+    }
+}
