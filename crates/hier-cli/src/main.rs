@@ -25,6 +25,12 @@ enum Command {
     Forward(commands::forward::Args),
     /// Sample new tokens after a prompt.
     Generate(commands::generate::Args),
+    /// Train a model (presets, config files, overrides; checkpoints and --resume).
+    Train(Box<commands::train::Args>),
+    /// Mean loss and bits per character over a whole split.
+    Eval(commands::eval::Args),
+    /// Download and prepare datasets.
+    Data(commands::data::Args),
 }
 
 fn main() {
@@ -33,6 +39,9 @@ fn main() {
         Command::Init(args) => commands::init::run(args),
         Command::Forward(args) => commands::forward::run(args),
         Command::Generate(args) => commands::generate::run(args),
+        Command::Train(args) => commands::train::run(*args),
+        Command::Eval(args) => commands::eval::run(args),
+        Command::Data(args) => commands::data::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

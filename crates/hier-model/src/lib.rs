@@ -14,6 +14,7 @@ pub mod config;
 mod error;
 mod feed_forward;
 pub mod generate;
+mod init;
 pub mod loss;
 mod merge;
 mod model;

@@ -197,8 +197,18 @@ impl ModelSpec {
                     "pick one of the compression factors in `hierarchies`",
                 )
             })?;
-        if !c.hierarchy_merge_all && strides[predict] != 1 {
-            return Err(E::invalid("hierarchical_stride", format!("the predicting hierarchy {predict_factor}x has stride {}", strides[predict]), "the hierarchy used for next-token prediction must have stride 1 (or set hierarchy_merge_all)"));
+        // The reference asserts this only without hierarchy_merge_all; with it, a strided
+        // predicting hierarchy yields logits for every s-th position only and its loss fails on
+        // the shape mismatch, so hier rejects it in both cases.
+        if strides[predict] != 1 {
+            return Err(E::invalid(
+                "hierarchical_stride",
+                format!(
+                    "the predicting hierarchy {predict_factor}x has stride {}",
+                    strides[predict]
+                ),
+                "the hierarchy used for next-token prediction must have stride 1",
+            ));
         }
         if !c.recon_loss_weight.is_finite() || c.recon_loss_weight < 0.0 {
             return Err(E::invalid(
@@ -403,7 +413,7 @@ mod tests {
         c.hierarchical_stride = PerHierarchy::Each(vec![1, 2]);
         assert_eq!(err_key(&c), "hierarchical_stride");
         c.hierarchy_merge_all = true;
-        assert!(c.validate().is_ok());
+        assert_eq!(err_key(&c), "hierarchical_stride");
         let mut c = base();
         c.predict_hierarchy = Some(4);
         assert_eq!(err_key(&c), "predict_hierarchy");

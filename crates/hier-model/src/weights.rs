@@ -99,7 +99,7 @@ impl<B: Backend> ModuleVisitor<B> for Collector {
 }
 
 /// The constant rotary frequency tensors the reference keeps in its state_dict.
-fn rotary_constants(spec: &ModelSpec) -> BTreeMap<String, HostTensor> {
+pub(crate) fn rotary_constants(spec: &ModelSpec) -> BTreeMap<String, HostTensor> {
     let mut out = BTreeMap::new();
     for l in 0..spec.depth {
         for (i, h) in spec.hierarchies.iter().enumerate() {
@@ -133,6 +133,86 @@ pub fn state_dict<B: Backend>(model: &HierarchicalTransformer<B>) -> BTreeMap<St
     let mut tensors = collector.tensors;
     tensors.extend(rotary_constants(model.spec()));
     tensors
+}
+
+/// How the reference initialises a parameter (PyTorch's defaults).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum InitKind {
+    /// `nn.Embedding`: N(0, 1).
+    Normal,
+    /// `nn.Linear` / `nn.Conv1d` weight and bias: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+    Uniform { fan_in: usize },
+    /// Norm gains.
+    Ones,
+    /// Norm shifts, and the last layer of the latent dynamics.
+    Zeros,
+}
+
+/// One parameter: reference key, PyTorch-layout shape, and how it is initialised.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamInfo {
+    pub key: String,
+    pub shape: Vec<usize>,
+    pub init: InitKind,
+}
+
+struct Describer {
+    path: Path,
+    fan_in: usize,
+    params: Vec<ParamInfo>,
+}
+
+impl<B: Backend> ModuleVisitor<B> for Describer {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.enter(name, container_type);
+    }
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.exit();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let (key, linear_weight) = self.path.torch_key();
+        let mut shape = param.lazy_shape().dims::<D>().to_vec();
+        if linear_weight {
+            shape.reverse();
+        }
+        let (name, container) = self.path.0.last().cloned().unwrap_or_default();
+        let init = match (container.as_str(), name.as_str()) {
+            ("Struct:Embedding", _) => InitKind::Normal,
+            ("Struct:LayerNorm", "weight") | ("Struct:RmsNorm", "gamma") => InitKind::Ones,
+            ("Struct:LayerNorm", "bias") => InitKind::Zeros,
+            (_, "weight") => {
+                // PyTorch layout [out, in, k...]: fan_in = in * k
+                self.fan_in = shape[1..].iter().product();
+                InitKind::Uniform {
+                    fan_in: self.fan_in,
+                }
+            }
+            _ => InitKind::Uniform {
+                fan_in: self.fan_in,
+            }, // a bias follows its weight
+        };
+        self.params.push(ParamInfo { key, shape, init });
+    }
+}
+
+/// Every trainable parameter of `model`, in module order, without materialising any tensor.
+pub fn describe<B: Backend>(model: &HierarchicalTransformer<B>) -> Vec<ParamInfo> {
+    let mut describer = Describer {
+        path: Path::default(),
+        fan_in: 1,
+        params: Vec::new(),
+    };
+    model.visit(&mut describer);
+    let last_dynamics = 2 * model.spec().dynamics_num_layers - 1;
+    for p in &mut describer.params {
+        // NextLatDynamics zero-initialises its output layer so that it starts as the identity
+        if p.key.starts_with("latent_dynamics.")
+            && p.key.contains(&format!(".net.{last_dynamics}."))
+        {
+            p.init = InitKind::Zeros;
+        }
+    }
+    describer.params
 }
 
 /// The trainable parameters' keys (the state_dict without the rotary constants).

@@ -43,14 +43,25 @@ fn default_initialisation_bounds() {
     c.heads = PerHierarchy::All(2);
     c.dim_head = PerHierarchy::All(8);
     c.hierarchies = PerHierarchy::Each(vec![1, 2]);
-    let model = HierarchicalTransformer::<B>::new(&c, &Default::default()).unwrap();
+    let model = HierarchicalTransformer::<B>::init(&c, 7, &Default::default()).unwrap();
     let tensors = state_dict(&model);
+    // seeded: the same seed gives the same weights, another seed others (on any backend)
+    let again = HierarchicalTransformer::<burn::backend::NdArray>::init(&c, 7, &Default::default())
+        .unwrap();
+    assert_eq!(tensors, state_dict(&again));
+    let other = HierarchicalTransformer::<B>::init(&c, 8, &Default::default()).unwrap();
+    assert_ne!(
+        tensors["token_emb.weight"],
+        state_dict(&other)["token_emb.weight"]
+    );
     let max_abs = |k: &str| tensors[k].values.iter().fold(0f32, |m, v| m.max(v.abs()));
     // kaiming-uniform(a = sqrt(5)): |w| <= 1 / sqrt(fan_in)
     assert!(max_abs("layers.0.0.attn.to_qkv.weight") <= 1.0 / 32f32.sqrt());
     assert!(max_abs("layers.0.0.attn.to_qkv.weight") > 0.8 / 32f32.sqrt());
     assert!(max_abs("compressors.1.compress_fn.1.conv.weight") <= 1.0 / 64f32.sqrt());
     assert!(max_abs("compressors.1.compress_fn.1.conv.bias") <= 1.0 / 64f32.sqrt());
+    assert!(max_abs("compressors.1.compress_fn.1.conv.bias") > 0.5 / 64f32.sqrt());
+    assert!(max_abs("hierarchical_merges.0.net.3.bias") <= 1.0 / 64f32.sqrt());
     // N(0, 1) embedding
     let emb = &tensors["token_emb.weight"].values;
     let var = emb.iter().map(|v| v * v).sum::<f32>() / emb.len() as f32;

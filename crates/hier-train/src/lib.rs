@@ -1,1 +1,19 @@
-//! hier-train: data and the training loop for hier (work in progress; see the issues).
+//! hier-train: byte-level datasets, the training loop (Adam, warm-up + cosine, global-norm
+//! clipping, gradient accumulation), evaluation in bits per character, atomic checkpoints and
+//! bit-exact resume. Generic over `B: AutodiffBackend`.
+
+pub mod checkpoint;
+pub mod clip;
+pub mod data;
+pub mod enwik8;
+pub mod eval;
+pub mod metrics;
+pub mod options;
+pub mod presets;
+pub mod progress;
+pub mod schedule;
+pub mod trainer;
+
+pub use data::{Corpus, DataError, Split};
+pub use options::{TrainConfig, TrainOptions};
+pub use trainer::{train, Control, Start, TrainError, TrainOutcome};

@@ -1,7 +1,6 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use burn::tensor::backend::Backend as _;
 use hier_model::{model_dir, HierarchicalTransformer, HierarchicalTransformerConfig};
 
 use crate::backend::{device, Backend};
@@ -31,8 +30,7 @@ pub fn run(args: Args) -> Result<()> {
         eprintln!("note: window {window} of hierarchy {factor}x exceeds seq_len / {factor}; it uses full attention (as the reference does)");
     }
     let device = device();
-    Backend::seed(&device, args.seed);
-    let model = HierarchicalTransformer::<Backend>::new(&config, &device)?;
+    let model = HierarchicalTransformer::<Backend>::init(&config, args.seed, &device)?;
     model_dir::save(&model, &args.out)
         .with_context(|| format!("writing the model to {}", args.out.display()))?;
     eprintln!(

@@ -1,3 +1,6 @@
+pub mod data;
+pub mod eval;
 pub mod forward;
 pub mod generate;
 pub mod init;
+pub mod train;

@@ -1,0 +1,334 @@
+//! Byte-level corpora: the embedded Shakespeare text, any file (raw or `.gz`, memory-mapped), and
+//! enwik8's standard split. Tokens are bytes (vocabulary 256).
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use thiserror::Error;
+
+/// The embedded default corpus (see `datasets/README.md`).
+pub const SHAKESPEARE_GZ: &[u8] = include_bytes!("../../../datasets/shakespeare.txt.gz");
+
+/// A problem with a dataset.
+#[derive(Debug, Error)]
+pub enum DataError {
+    #[error("dataset {path}: {source}; check the path given to --data")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("dataset {path} is empty; give a file with text in it")]
+    Empty { path: String },
+    #[error("the {split} split of {path} has {len} bytes, fewer than seq_len + 1 = {needed}; use a larger file or a smaller seq_len")]
+    TooShort {
+        path: String,
+        split: &'static str,
+        len: usize,
+        needed: usize,
+    },
+    #[error("dataset {path} has no {split} split")]
+    NoSplit { path: String, split: &'static str },
+    #[error("{0}")]
+    Download(String),
+}
+
+/// Which part of a corpus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    Train,
+    Valid,
+    Test,
+}
+
+impl Split {
+    pub fn name(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Valid => "valid",
+            Split::Test => "test",
+        }
+    }
+}
+
+enum Bytes {
+    Owned(Vec<u8>),
+    Mapped(Mmap),
+}
+
+/// A byte corpus with its splits.
+pub struct Corpus {
+    name: String,
+    bytes: Bytes,
+    train: Range<usize>,
+    valid: Range<usize>,
+    test: Option<Range<usize>>,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DataError + '_ {
+    move |source| DataError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn gunzip(bytes: &[u8], path: &Path) -> Result<Vec<u8>, DataError> {
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(bytes)
+        .read_to_end(&mut out)
+        .map_err(io(path))?;
+    Ok(out)
+}
+
+impl Corpus {
+    /// The embedded Shakespeare corpus: first 90% train, last 10% validation.
+    pub fn shakespeare() -> Self {
+        let bytes = gunzip(SHAKESPEARE_GZ, Path::new("shakespeare.txt.gz"))
+            .expect("the embedded corpus is valid gzip");
+        Self::split_90_10("shakespeare (embedded)".into(), Bytes::Owned(bytes))
+    }
+
+    /// Any file: raw bytes are memory-mapped; a `.gz` file is decompressed once into a cache file
+    /// beside the system's temp dir and that is memory-mapped. First 90% train, last 10% valid.
+    pub fn open(path: &Path) -> Result<Self, DataError> {
+        let mapped = if path.extension().is_some_and(|e| e == "gz") {
+            map(&gz_cache(path)?)?
+        } else {
+            map(path)?
+        };
+        if mapped.is_empty() {
+            return Err(DataError::Empty {
+                path: path.display().to_string(),
+            });
+        }
+        Ok(Self::split_90_10(
+            path.display().to_string(),
+            Bytes::Mapped(mapped),
+        ))
+    }
+
+    /// enwik8 (`dir/enwik8`, 10^8 bytes): 90M train, 5M validation, 5M test.
+    pub fn enwik8(dir: &Path) -> Result<Self, DataError> {
+        let path = dir.join("enwik8");
+        let mapped = map(&path)?;
+        if mapped.len() != ENWIK8_LEN {
+            return Err(DataError::Download(format!(
+                "{} has {} bytes, not {ENWIK8_LEN}; run `hier data enwik8` again",
+                path.display(),
+                mapped.len()
+            )));
+        }
+        Ok(Corpus {
+            name: path.display().to_string(),
+            bytes: Bytes::Mapped(mapped),
+            train: 0..90_000_000,
+            valid: 90_000_000..95_000_000,
+            test: Some(95_000_000..ENWIK8_LEN),
+        })
+    }
+
+    /// The corpus a training config names: `None` is the embedded Shakespeare text, a directory
+    /// is enwik8's, anything else a file.
+    pub fn from_source(source: Option<&Path>) -> Result<Self, DataError> {
+        match source {
+            None => Ok(Self::shakespeare()),
+            Some(dir) if dir.is_dir() => Self::enwik8(dir),
+            Some(file) => Self::open(file),
+        }
+    }
+
+    /// A corpus from bytes in memory (tests, embedding programs).
+    pub fn from_bytes(name: &str, bytes: Vec<u8>) -> Self {
+        Self::split_90_10(name.into(), Bytes::Owned(bytes))
+    }
+
+    fn split_90_10(name: String, bytes: Bytes) -> Self {
+        let len = match &bytes {
+            Bytes::Owned(v) => v.len(),
+            Bytes::Mapped(m) => m.len(),
+        };
+        let cut = len * 9 / 10;
+        Corpus {
+            name,
+            bytes,
+            train: 0..cut,
+            valid: cut..len,
+            test: None,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn all(&self) -> &[u8] {
+        match &self.bytes {
+            Bytes::Owned(v) => v,
+            Bytes::Mapped(m) => m,
+        }
+    }
+
+    /// The bytes of a split.
+    pub fn split(&self, split: Split) -> Result<&[u8], DataError> {
+        let range = match split {
+            Split::Train => self.train.clone(),
+            Split::Valid => self.valid.clone(),
+            Split::Test => self.test.clone().ok_or(DataError::NoSplit {
+                path: self.name.clone(),
+                split: "test",
+            })?,
+        };
+        Ok(&self.all()[range])
+    }
+
+    /// Check that every split used for training holds at least one crop of `seq_len + 1` bytes.
+    pub fn check_len(&self, seq_len: usize) -> Result<(), DataError> {
+        for split in [Split::Train, Split::Valid] {
+            let len = self.split(split)?.len();
+            if len < seq_len + 1 {
+                return Err(DataError::TooShort {
+                    path: self.name.clone(),
+                    split: split.name(),
+                    len,
+                    needed: seq_len + 1,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Bytes of enwik8.
+pub const ENWIK8_LEN: usize = 100_000_000;
+
+fn map(path: &Path) -> Result<Mmap, DataError> {
+    let file = File::open(path).map_err(io(path))?;
+    // SAFETY: the file is opened read-only; hier never writes to a dataset while it is mapped.
+    unsafe { Mmap::map(&file) }.map_err(io(path))
+}
+
+/// Decompress `path` once into a cache file named after its size and modification time.
+fn gz_cache(path: &Path) -> Result<PathBuf, DataError> {
+    let meta = std::fs::metadata(path).map_err(io(path))?;
+    let stamp = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs());
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let cache = std::env::temp_dir().join(format!("hier-{stem}-{}-{stamp}.bytes", meta.len()));
+    if cache.exists() {
+        return Ok(cache);
+    }
+    let file = File::open(path).map_err(io(path))?;
+    let mut decoder = flate2::read::GzDecoder::new(std::io::BufReader::new(file));
+    let tmp = cache.with_extension(format!("tmp-{}", std::process::id()));
+    let mut out = std::io::BufWriter::new(File::create(&tmp).map_err(io(&tmp))?);
+    std::io::copy(&mut decoder, &mut out).map_err(io(path))?;
+    out.flush().map_err(io(&tmp))?;
+    drop(out);
+    std::fs::rename(&tmp, &cache).map_err(io(&cache))?;
+    Ok(cache)
+}
+
+/// The random crops of one micro-batch: `batch` windows of `len` bytes, as token ids.
+///
+/// The crop positions depend only on `(seed, step, micro)`, so a resumed run sees exactly the
+/// batches the uninterrupted run would have seen.
+pub fn random_crops(
+    data: &[u8],
+    len: usize,
+    batch: usize,
+    seed: u64,
+    step: u64,
+    micro: u64,
+) -> Vec<i64> {
+    let mut rng = StdRng::seed_from_u64(
+        seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ micro.wrapping_mul(0xD1B5_4A32_D192_ED03),
+    );
+    let mut out = Vec::with_capacity(batch * len);
+    for _ in 0..batch {
+        let start = rng.random_range(0..=data.len() - len);
+        out.extend(data[start..start + len].iter().map(|&b| b as i64));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::{Digest, Sha256};
+
+    #[test]
+    fn embedded_corpus_is_the_documented_text() {
+        let corpus = Corpus::shakespeare();
+        let all = corpus.all();
+        assert_eq!(all.len(), 5_057_198);
+        let digest = Sha256::digest(all);
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "da68ca4e8201d41a12c1d5e82d967bda85105f1dabe823d5735138bccabdd387"
+        );
+        assert_eq!(
+            corpus.split(Split::Train).unwrap().len() + corpus.split(Split::Valid).unwrap().len(),
+            all.len()
+        );
+    }
+
+    #[test]
+    fn crops_are_deterministic_and_in_range() {
+        let data: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8 + 1).collect();
+        let a = random_crops(&data, 33, 4, 7, 10, 0);
+        assert_eq!(a, random_crops(&data, 33, 4, 7, 10, 0));
+        assert_ne!(a, random_crops(&data, 33, 4, 7, 11, 0));
+        assert_ne!(a, random_crops(&data, 33, 4, 7, 10, 1));
+        assert_eq!(a.len(), 4 * 33);
+        // each crop is a contiguous window
+        for crop in a.chunks(33) {
+            assert!(
+                crop.windows(2).all(|w| w[0] % 251 + 1 == w[1]),
+                "not contiguous"
+            );
+        }
+    }
+
+    #[test]
+    fn files_raw_and_gz_and_bad_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let raw = dir.path().join("a.txt");
+        std::fs::write(&raw, b"hello world, hello hier").unwrap();
+        let c = Corpus::open(&raw).unwrap();
+        assert_eq!(c.split(Split::Train).unwrap().len(), 20);
+        let gz = dir.path().join("a.txt.gz");
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(b"hello world, hello hier").unwrap();
+        std::fs::write(&gz, enc.finish().unwrap()).unwrap();
+        let c2 = Corpus::open(&gz).unwrap();
+        assert_eq!(
+            c2.split(Split::Valid).unwrap(),
+            c.split(Split::Valid).unwrap()
+        );
+
+        assert!(matches!(
+            c.check_len(10),
+            Err(DataError::TooShort { split: "valid", .. })
+        ));
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, b"").unwrap();
+        assert!(matches!(Corpus::open(&empty), Err(DataError::Empty { .. })));
+        let e = Corpus::open(&dir.path().join("missing")).err().unwrap();
+        assert!(e.to_string().contains("missing"), "{e}");
+        assert!(matches!(
+            c.split(Split::Test),
+            Err(DataError::NoSplit { .. })
+        ));
+    }
+}

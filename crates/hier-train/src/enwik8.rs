@@ -1,0 +1,165 @@
+//! `hier data enwik8`: download the Hutter Prize's enwik8.zip (resumable), verify it, unpack it.
+//! The standard split (90M train / 5M validation / 5M test) is [`crate::Corpus::enwik8`].
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::data::DataError;
+
+/// Where the Hutter Prize page publishes it.
+pub const URL: &str = "https://mattmahoney.net/dc/enwik8.zip";
+
+/// What a download must match.
+#[derive(Debug, Clone)]
+pub struct Expected {
+    pub zip_len: u64,
+    pub zip_sha256: &'static str,
+    pub member: &'static str,
+    pub file_len: u64,
+    pub file_sha256: &'static str,
+}
+
+/// The published enwik8 (md5 of the text: a1fa5ffddb56f4953e226637dabbb36a).
+pub const ENWIK8: Expected = Expected {
+    zip_len: 36_445_475,
+    zip_sha256: "547994d9980ebed1288380d652999f38a14fe291a6247c157c3d33d4932534bc",
+    member: "enwik8",
+    file_len: 100_000_000,
+    file_sha256: "2b49720ec4d78c3c9fabaee6e4179a5e997302b3a70029f30f2d582218c024a8",
+};
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DataError + '_ {
+    move |source| DataError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn sha256_file(path: &Path) -> Result<String, DataError> {
+    let mut file = File::open(path).map_err(io(path))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(io(path))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+fn verified(path: &Path, len: u64, sha: &str) -> Result<bool, DataError> {
+    match fs::metadata(path) {
+        Ok(m) if m.len() == len => Ok(sha256_file(path)? == sha),
+        _ => Ok(false),
+    }
+}
+
+/// Make sure `dir/<member>` holds the verified dataset; download and unpack it if needed.
+/// `progress(done, total)` reports download bytes. Returns the path of the unpacked file.
+pub fn prepare(
+    dir: &Path,
+    url: &str,
+    expected: &Expected,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<PathBuf, DataError> {
+    fs::create_dir_all(dir).map_err(io(dir))?;
+    let file = dir.join(expected.member);
+    if verified(&file, expected.file_len, expected.file_sha256)? {
+        return Ok(file);
+    }
+    let zip = dir.join(format!("{}.zip", expected.member));
+    if !verified(&zip, expected.zip_len, expected.zip_sha256)? {
+        download(url, &zip, expected.zip_len, &mut progress)?;
+        if !verified(&zip, expected.zip_len, expected.zip_sha256)? {
+            let _ = fs::remove_file(&zip);
+            return Err(DataError::Download(format!(
+                "{url} did not match the published size and sha256 {}; it was deleted, run the command again",
+                expected.zip_sha256
+            )));
+        }
+    }
+    unpack(&zip, expected.member, &file)?;
+    if !verified(&file, expected.file_len, expected.file_sha256)? {
+        return Err(DataError::Download(format!(
+            "{} unpacked from {} does not match sha256 {}",
+            file.display(),
+            zip.display(),
+            expected.file_sha256
+        )));
+    }
+    Ok(file)
+}
+
+/// Download `url` into `dest`, continuing a partial `dest.part` with an HTTP range request.
+fn download(
+    url: &str,
+    dest: &Path,
+    total: u64,
+    progress: &mut impl FnMut(u64, u64),
+) -> Result<(), DataError> {
+    let part = dest.with_extension("zip.part");
+    let have = fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+    let offline = |e: String| {
+        DataError::Download(format!(
+            "could not download {url}: {e}. Check the network, or download it by hand and put it at {}",
+            dest.display()
+        ))
+    };
+    let mut request = ureq::get(url);
+    if have > 0 {
+        request = request.set("Range", &format!("bytes={have}-"));
+    }
+    let response = request.call().map_err(|e| offline(e.to_string()))?;
+    let resumed = response.status() == 206;
+    let mut out = if resumed {
+        OpenOptions::new()
+            .append(true)
+            .open(&part)
+            .map_err(io(&part))?
+    } else {
+        File::create(&part).map_err(io(&part))?
+    };
+    let mut done = if resumed { have } else { 0 };
+    let mut reader = response.into_reader();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = reader.read(&mut buf).map_err(|e| offline(e.to_string()))?;
+        if n == 0 {
+            break;
+        }
+        out.write_all(&buf[..n]).map_err(io(&part))?;
+        done += n as u64;
+        progress(done, total);
+    }
+    out.sync_all().map_err(io(&part))?;
+    fs::rename(&part, dest).map_err(io(dest))
+}
+
+/// Extract `member` of the zip at `zip` into `dest` (through a temporary file).
+fn unpack(zip: &Path, member: &str, dest: &Path) -> Result<(), DataError> {
+    let bad = |e: String| {
+        DataError::Download(format!(
+            "{}: {e}; delete it and run the command again",
+            zip.display()
+        ))
+    };
+    let mut archive =
+        zip::ZipArchive::new(File::open(zip).map_err(io(zip))?).map_err(|e| bad(e.to_string()))?;
+    let mut entry = archive
+        .by_name(member)
+        .map_err(|e| bad(format!("no member `{member}` ({e})")))?;
+    let tmp = dest.with_extension("tmp");
+    let mut out = File::create(&tmp).map_err(io(&tmp))?;
+    std::io::copy(&mut entry, &mut out).map_err(|e| bad(e.to_string()))?;
+    out.sync_all().map_err(io(&tmp))?;
+    fs::rename(&tmp, dest).map_err(io(dest))
+}

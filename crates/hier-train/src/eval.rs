@@ -1,0 +1,66 @@
+//! Deterministic evaluation of a whole split: mean next-token cross-entropy and bits per
+//! character.
+
+use burn::tensor::{backend::Backend, ElementConversion, Int, Tensor, TensorData};
+use hier_model::HierarchicalTransformer;
+
+/// Mean loss over every predicted byte of a split.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Evaluation {
+    /// Mean cross-entropy in nats per byte.
+    pub loss: f64,
+    /// `loss / ln 2`.
+    pub bpc: f64,
+    /// Bytes predicted.
+    pub tokens: usize,
+}
+
+/// Cut `data` into consecutive windows of `seq_len + 1` bytes overlapping by one (every byte
+/// after the first is predicted exactly once, from up to `seq_len` bytes of context), run them in
+/// batches and average the cross-entropy over all predicted bytes. The final short window is
+/// included. `progress` is called with (windows done, windows in total).
+pub fn evaluate<B: Backend>(
+    model: &HierarchicalTransformer<B>,
+    data: &[u8],
+    batch_size: usize,
+    device: &B::Device,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<Evaluation, hier_model::InputError> {
+    let seq_len = model.spec().seq_len;
+    let starts: Vec<usize> = (0..data.len().saturating_sub(1)).step_by(seq_len).collect();
+    let mut total_nats = 0.0f64;
+    let mut tokens = 0usize;
+    let mut done = 0;
+    // windows of equal length batch together; only the last one can be shorter
+    let (full, tail): (Vec<usize>, Vec<usize>) =
+        starts.iter().partition(|&&s| s + seq_len < data.len());
+    for group in full.chunks(batch_size).chain(tail.chunks(1)) {
+        let len = (data.len() - group[0]).min(seq_len + 1);
+        let ids: Vec<i64> = group
+            .iter()
+            .flat_map(|&s| data[s..s + len].iter().map(|&b| b as i64))
+            .collect();
+        // the mean runs over the labels that are not ignore_index
+        let ignore = model.spec().ignore_index;
+        let count = ids
+            .chunks(len)
+            .map(|row| row[1..].iter().filter(|&&t| t != ignore).count())
+            .sum::<usize>();
+        done += group.len();
+        if count == 0 {
+            continue;
+        }
+        let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [group.len(), len]), device);
+        let losses = model.forward_loss(ids)?;
+        let ce: f32 = losses.ce.into_scalar().elem();
+        total_nats += ce as f64 * count as f64;
+        tokens += count;
+        progress(done, starts.len());
+    }
+    let loss = total_nats / tokens.max(1) as f64;
+    Ok(Evaluation {
+        loss,
+        bpc: loss / std::f64::consts::LN_2,
+        tokens,
+    })
+}

@@ -1,0 +1,62 @@
+//! Progress for long runs: a progress bar on a terminal, plain log lines otherwise (CI, files).
+
+use std::io::IsTerminal;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+pub enum Progress {
+    Bar(ProgressBar),
+    Lines { every: u64, total: u64 },
+}
+
+impl Progress {
+    /// A bar when stderr is a terminal, else a line every `every` steps.
+    pub fn new(start: u64, total: u64, every: u64) -> Self {
+        if std::io::stderr().is_terminal() {
+            let bar = ProgressBar::new(total);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{elapsed_precise} [{bar:30}] {pos}/{len} {msg} (eta {eta})",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            bar.set_position(start);
+            Progress::Bar(bar)
+        } else {
+            Progress::Lines {
+                every: every.max(1),
+                total,
+            }
+        }
+    }
+
+    /// Report finished step `step` (1-based) with a short status.
+    pub fn step(&self, step: u64, status: &str) {
+        match self {
+            Progress::Bar(bar) => {
+                bar.set_position(step);
+                bar.set_message(status.to_string());
+            }
+            Progress::Lines { every, total } => {
+                if step.is_multiple_of(*every) || step == *total {
+                    eprintln!("step {step}/{total} {status}");
+                }
+            }
+        }
+    }
+
+    /// A line that stays (validation results, samples).
+    pub fn println(&self, line: &str) {
+        match self {
+            Progress::Bar(bar) => bar.println(line),
+            Progress::Lines { .. } => eprintln!("{line}"),
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Progress::Bar(bar) = self {
+            bar.finish();
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! The enwik8 pipeline on a small zip built here, served from a loopback HTTP server that
+//! honours range requests: download (and resume), verify, unpack, split.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::thread;
+
+use hier_train::enwik8::{prepare, Expected};
+use hier_train::DataError;
+use sha2::{Digest, Sha256};
+
+fn sha(bytes: &[u8]) -> &'static str {
+    let hex: String = Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Box::leak(hex.into_boxed_str())
+}
+
+fn make_zip(member: &str, content: &[u8]) -> Vec<u8> {
+    let mut cursor = std::io::Cursor::new(Vec::new());
+    let mut writer = zip::ZipWriter::new(&mut cursor);
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    writer.start_file(member, options).unwrap();
+    writer.write_all(content).unwrap();
+    writer.finish().unwrap();
+    cursor.into_inner()
+}
+
+/// Serve `body` for `requests` requests; a `Range: bytes=N-` request gets a 206 with the tail.
+fn serve(body: Vec<u8>, requests: usize) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/enwik8.zip", listener.local_addr().unwrap());
+    thread::spawn(move || {
+        for stream in listener.incoming().take(requests) {
+            let mut stream = stream.unwrap();
+            let mut request = Vec::new();
+            let mut byte = [0u8; 1];
+            while !request.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap() == 1 {
+                request.push(byte[0]);
+            }
+            let request = String::from_utf8_lossy(&request).to_lowercase();
+            let from = request
+                .lines()
+                .find_map(|l| l.strip_prefix("range: bytes="))
+                .and_then(|r| r.trim_end_matches('-').trim().parse::<usize>().ok());
+            let (status, part) = match from {
+                Some(n) => ("206 Partial Content", &body[n..]),
+                None => ("200 OK", &body[..]),
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                part.len()
+            );
+            stream.write_all(head.as_bytes()).unwrap();
+            stream.write_all(part).unwrap();
+        }
+    });
+    url
+}
+
+#[test]
+fn downloads_resumes_verifies_and_splits() {
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let text: Vec<u8> = (0..200_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            b'a' + (x % 26) as u8
+        })
+        .collect();
+    let zip = make_zip("enwik8", &text);
+    let expected = Expected {
+        zip_len: zip.len() as u64,
+        zip_sha256: sha(&zip),
+        member: "enwik8",
+        file_len: text.len() as u64,
+        file_sha256: sha(&text),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // an interrupted earlier download left the first 1000 bytes
+    std::fs::write(dir.path().join("enwik8.zip.part"), &zip[..1000]).unwrap();
+    let url = serve(zip.clone(), 1);
+    let mut reported = 0;
+    let file = prepare(dir.path(), &url, &expected, |done, _| reported = done).unwrap();
+    assert_eq!(reported, zip.len() as u64, "resumed from byte 1000");
+    assert_eq!(std::fs::read(&file).unwrap(), text);
+    // already there: no network needed
+    prepare(
+        dir.path(),
+        "http://127.0.0.1:9/unreachable",
+        &expected,
+        |_, _| {},
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_corrupted_download_is_rejected_and_deleted() {
+    let text = b"not the real enwik8".repeat(100);
+    let zip = make_zip("enwik8", &text);
+    let mut wrong = zip.clone();
+    let last = wrong.len() - 30;
+    wrong[last] ^= 1;
+    let expected = Expected {
+        zip_len: zip.len() as u64,
+        zip_sha256: sha(&zip),
+        member: "enwik8",
+        file_len: text.len() as u64,
+        file_sha256: sha(&text),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let url = serve(wrong, 1);
+    let e = prepare(dir.path(), &url, &expected, |_, _| {}).unwrap_err();
+    assert!(matches!(e, DataError::Download(_)), "{e}");
+    assert!(e.to_string().contains("sha256"), "{e}");
+    assert!(!dir.path().join("enwik8.zip").exists());
+}
+
+#[test]
+fn offline_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = prepare(
+        dir.path(),
+        "http://127.0.0.1:9/enwik8.zip",
+        &hier_train::enwik8::ENWIK8,
+        |_, _| {},
+    )
+    .unwrap_err();
+    let message = e.to_string();
+    assert!(
+        message.contains("could not download") && message.contains("by hand"),
+        "{message}"
+    );
+}
+
+#[test]
+fn standard_split_of_a_full_size_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = std::fs::File::create(dir.path().join("enwik8")).unwrap();
+    file.set_len(100_000_000).unwrap(); // sparse: no real disk use
+    let corpus = hier_train::Corpus::enwik8(dir.path()).unwrap();
+    use hier_train::Split;
+    assert_eq!(corpus.split(Split::Train).unwrap().len(), 90_000_000);
+    assert_eq!(corpus.split(Split::Valid).unwrap().len(), 5_000_000);
+    assert_eq!(corpus.split(Split::Test).unwrap().len(), 5_000_000);
+}
