@@ -3,7 +3,7 @@ use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{backend::Backend, Tensor};
 
-use crate::kernel::{host_mask, masked_softmax_attend, merge_heads, split_heads};
+use crate::kernel::{host_mask, masked_softmax_attend, merge_heads, qkv_heads};
 use crate::rotary::{self, Layout};
 use crate::{RmsNorm, RmsNormConfig};
 
@@ -55,16 +55,7 @@ impl<B: Backend> FullAttention<B> {
         let device = x.device();
         let n = x.dims()[1];
         let dh = self.dim_head;
-        let qkv = self.to_qkv.forward(self.norm.forward(x));
-        let mut qkv = qkv
-            .chunk(3, 2)
-            .into_iter()
-            .map(|t| split_heads(t, self.heads));
-        let (q, k, v) = (
-            qkv.next().unwrap(),
-            qkv.next().unwrap(),
-            qkv.next().unwrap(),
-        );
+        let [q, k, v] = qkv_heads(self.to_qkv.forward(self.norm.forward(x)), self.heads);
 
         // [n, dh] tables broadcast over batch and heads
         let (cos, sin) = rotary::cos_sin::<B>(dh, 0..n, Layout::Interleaved, &device);

@@ -48,6 +48,14 @@ pub fn split_heads<B: Backend>(x: Tensor<B, 3>, heads: usize) -> Tensor<B, 4> {
     x.reshape([b, n, heads, inner / heads]).swap_dims(1, 2)
 }
 
+/// `[batch, seq, 3 * heads * dim_head]` (a fused q/k/v projection) -> `[q, k, v]`, each
+/// `[batch, heads, seq, dim_head]`.
+pub fn qkv_heads<B: Backend>(qkv: Tensor<B, 3>, heads: usize) -> [Tensor<B, 4>; 3] {
+    let mut parts = qkv.chunk(3, 2).into_iter().map(|t| split_heads(t, heads));
+    let mut next = || parts.next().expect("chunk(3) gives three parts");
+    [next(), next(), next()]
+}
+
 /// `[batch, heads, seq, dim_head] -> [batch, seq, heads * dim_head]`
 pub fn merge_heads<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 3> {
     let [b, h, n, d] = x.dims();

@@ -3,7 +3,7 @@ use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{backend::Backend, Tensor};
 
-use crate::kernel::{host_mask, masked_softmax_attend, merge_heads, pad_end, split_heads};
+use crate::kernel::{host_mask, masked_softmax_attend, merge_heads, pad_end, qkv_heads};
 use crate::rotary::{self, Layout};
 use crate::{LayerNorm, LayerNormConfig};
 
@@ -56,16 +56,7 @@ impl LocalAttentionConfig {
 impl<B: Backend> LocalAttention<B> {
     /// `[batch, seq, dim] -> [batch, seq, dim]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let qkv = self.to_qkv.forward(self.norm.forward(x));
-        let mut qkv = qkv
-            .chunk(3, 2)
-            .into_iter()
-            .map(|t| split_heads(t, self.heads));
-        let (q, k, v) = (
-            qkv.next().unwrap(),
-            qkv.next().unwrap(),
-            qkv.next().unwrap(),
-        );
+        let [q, k, v] = qkv_heads(self.to_qkv.forward(self.norm.forward(x)), self.heads);
         let out = local_causal_attention(q, k, v, self.window);
         self.to_out.forward(merge_heads(out))
     }

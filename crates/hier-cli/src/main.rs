@@ -31,6 +31,8 @@ enum Command {
     Eval(commands::eval::Args),
     /// Download and prepare datasets.
     Data(commands::data::Args),
+    /// Train several configs on the same data and seed; table and plot of validation bpc.
+    Compare(commands::compare::Args),
 }
 
 fn main() {
@@ -42,6 +44,7 @@ fn main() {
         Command::Train(args) => commands::train::run(*args),
         Command::Eval(args) => commands::eval::run(args),
         Command::Data(args) => commands::data::run(args),
+        Command::Compare(args) => commands::compare::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -117,3 +117,63 @@ fn sigint_checkpoints_and_exits_cleanly() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A full disk while a checkpoint is written (simulated with a file-size limit, so that writing
+/// the new checkpoint fails with EFBIG): the run stops with an error naming the file, and the
+/// previous checkpoint is intact and resumable.
+#[test]
+fn a_failed_checkpoint_write_keeps_the_previous_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let out = train(&run).args(["--stop-at", "10"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(checkpoint_step(&run), Some(10));
+    let before = std::fs::read(run.join("checkpoint/model.mpk")).unwrap();
+
+    // ignore SIGXFSZ so that the write returns EFBIG; limit files to 64 KiB (the records are larger)
+    let out = Command::new("bash")
+        .args([
+            "-c",
+            "trap '' XFSZ; ulimit -f 64; exec \"$0\" train --resume \"$1\" --max-steps 20",
+        ])
+        .arg(env!("CARGO_BIN_EXE_hier"))
+        .arg(&run)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "the write should have failed: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.contains(".checkpoint.tmp") && stderr.to_lowercase().contains("file too large"),
+        "{stderr}"
+    );
+    assert_eq!(
+        checkpoint_step(&run),
+        Some(10),
+        "the previous checkpoint must stay"
+    );
+    assert_eq!(
+        before,
+        std::fs::read(run.join("checkpoint/model.mpk")).unwrap()
+    );
+
+    let out = hier()
+        .args(["train", "--resume"])
+        .arg(&run)
+        .args(["--max-steps", "20"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(checkpoint_step(&run), Some(20));
+}

@@ -125,6 +125,19 @@ pub struct HierarchicalTransformerConfig {
     /// Accepted for compatibility; the reference ignores it. hier picks its kernel itself.
     #[serde(default)]
     pub use_flash_attn: bool,
+    /// hier extension (not in the reference, written only when non-zero): weight of the
+    /// ProphetNet-style loss, in which every hierarchy with `c > 1` predicts the next `c` tokens.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub prophet_loss_weight: f64,
+    /// hier extension (not in the reference, written only when non-zero): weight of the
+    /// reference 0.2.0's hierarchical autoregressive loss (cosine distance of a linear map of
+    /// each `c > 1` embedding to the next one).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub hierarchical_ar_loss_weight: f64,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 mod defaults {
@@ -200,6 +213,8 @@ impl HierarchicalTransformerConfig {
             rollout_weights: None,
             ignore_index: 0,
             use_flash_attn: false,
+            prophet_loss_weight: 0.0,
+            hierarchical_ar_loss_weight: 0.0,
         }
     }
 

@@ -20,6 +20,7 @@ mod merge;
 mod model;
 pub mod model_dir;
 mod next_latent;
+pub mod objectives;
 pub mod spec;
 mod token_shift;
 pub mod weights;

@@ -10,6 +10,7 @@ use crate::error::{ConfigError, InputError};
 use crate::loss::cross_entropy;
 use crate::merge::{hierarchical_cat, HierarchicalMerge};
 use crate::next_latent::{next_latent_losses, stride_rows, ChunkSummarizer, NextLatDynamics};
+use crate::objectives::{hierarchical_ar_loss, prophet_loss};
 use crate::spec::ModelSpec;
 
 /// The Simple Hierarchical Transformer: a GPT whose token stream is also compressed into
@@ -30,6 +31,10 @@ pub struct HierarchicalTransformer<B: Backend> {
     pub hierarchical_merges: Vec<HierarchicalMerge<B>>,
     pub norms: Vec<LayerNorm<B>>,
     pub to_logits: Linear<B>,
+    /// With `prophet_loss_weight > 0`: per hierarchy, `Linear(d_i, c_i * V)` for `c_i > 1`.
+    pub prophet_heads: Vec<Option<Linear<B>>>,
+    /// With `hierarchical_ar_loss_weight > 0`: per hierarchy, `nn.Linear(d_i, d_i)` for `c_i > 1`.
+    pub to_hierarchical_preds: Vec<Option<Linear<B>>>,
     /// The config the model was built from (written as `config.json`).
     pub config: HierarchicalTransformerConfig,
     pub spec: ModelSpec,
@@ -61,6 +66,10 @@ pub struct Losses<B: Backend> {
     pub next_latent: Tensor<B, 1>,
     /// Unweighted.
     pub recon: Tensor<B, 1>,
+    /// ProphetNet-style future-token loss, unweighted (0 when off).
+    pub prophet: Tensor<B, 1>,
+    /// Hierarchical autoregressive loss, unweighted (0 when off).
+    pub hierarchical_ar: Tensor<B, 1>,
     /// Unweighted, one per hierarchy.
     pub next_latent_per_hierarchy: Vec<Tensor<B, 1>>,
     /// Logits of the inputs `ids[:, :-1]`.
@@ -129,6 +138,14 @@ impl<B: Backend> HierarchicalTransformer<B> {
             to_logits: LinearConfig::new(logits_in, spec.num_tokens)
                 .with_bias(false)
                 .init(device),
+            prophet_heads: per_compressed(&spec, spec.prophet_loss_weight, |h| {
+                LinearConfig::new(h.dim, h.factor * spec.num_tokens)
+                    .with_bias(false)
+                    .init(device)
+            }),
+            to_hierarchical_preds: per_compressed(&spec, spec.hierarchical_ar_loss_weight, |h| {
+                LinearConfig::new(h.dim, h.dim).init(device)
+            }),
             config: config.clone(),
             spec,
         })
@@ -313,18 +330,52 @@ impl<B: Backend> HierarchicalTransformer<B> {
                 recon = recon + loss;
             }
         }
+        let mut prophet = Tensor::<B, 1>::zeros([1], &device);
+        let mut hierarchical_ar = Tensor::<B, 1>::zeros([1], &device);
+        for (i, (h, e)) in self.spec.hierarchies.iter().zip(&embeds).enumerate() {
+            if let Some(Some(head)) = self.prophet_heads.get(i) {
+                let logits = head.forward(e.clone());
+                prophet = prophet
+                    + prophet_loss(logits, &all, h.factor, h.stride, self.spec.ignore_index);
+            }
+            if let Some(Some(map)) = self.to_hierarchical_preds.get(i) {
+                hierarchical_ar =
+                    hierarchical_ar + hierarchical_ar_loss(map.forward(e.clone()), e.clone());
+            }
+        }
         let total = ce.clone()
             + next_latent.clone()
-            + recon.clone().mul_scalar(self.spec.recon_loss_weight);
+            + recon.clone().mul_scalar(self.spec.recon_loss_weight)
+            + prophet.clone().mul_scalar(self.spec.prophet_loss_weight)
+            + hierarchical_ar
+                .clone()
+                .mul_scalar(self.spec.hierarchical_ar_loss_weight);
         Ok(Losses {
             total,
             ce,
             next_latent,
             recon,
+            prophet,
+            hierarchical_ar,
             next_latent_per_hierarchy,
             logits,
         })
     }
+}
+
+/// One optional module per hierarchy with `c > 1`, or none at all when the objective is off.
+fn per_compressed<B: Backend>(
+    spec: &ModelSpec,
+    weight: f64,
+    make: impl Fn(&crate::spec::HierarchySpec) -> Linear<B>,
+) -> Vec<Option<Linear<B>>> {
+    if weight <= 0.0 {
+        return Vec::new();
+    }
+    spec.hierarchies
+        .iter()
+        .map(|h| (h.factor > 1).then(|| make(h)))
+        .collect()
 }
 
 /// Row-major host copy of an id tensor.

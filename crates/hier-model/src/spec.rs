@@ -63,6 +63,10 @@ pub struct ModelSpec {
     pub ignore_index: i64,
     /// Windows the reference replaces by full attention: `(factor, window)`.
     pub replaced_windows: Vec<(usize, usize)>,
+    /// Weight of the ProphetNet-style future-token loss (hier extension, 0 = off).
+    pub prophet_loss_weight: f64,
+    /// Weight of the 0.2.0 hierarchical autoregressive loss (hier extension, 0 = off).
+    pub hierarchical_ar_loss_weight: f64,
 }
 
 impl ModelSpec {
@@ -217,6 +221,18 @@ impl ModelSpec {
                 "use 0 to disable reconstruction, or a positive weight such as 0.1",
             ));
         }
+        for (key, w) in [
+            ("prophet_loss_weight", c.prophet_loss_weight),
+            ("hierarchical_ar_loss_weight", c.hierarchical_ar_loss_weight),
+        ] {
+            if !w.is_finite() || w < 0.0 {
+                return Err(E::invalid(
+                    key,
+                    format!("{w} is not a finite number >= 0"),
+                    "use 0 to disable, or a positive weight",
+                ));
+            }
+        }
         for &w in &nl_weights {
             if !w.is_finite() || w < 0.0 {
                 return Err(E::invalid(
@@ -331,6 +347,8 @@ impl ModelSpec {
             rollout_weights: rollout_weights.iter().map(|w| w / total).collect(),
             ignore_index: c.ignore_index,
             replaced_windows,
+            prophet_loss_weight: c.prophet_loss_weight,
+            hierarchical_ar_loss_weight: c.hierarchical_ar_loss_weight,
         })
     }
 }

@@ -2,6 +2,7 @@
 //! character.
 
 use burn::tensor::{backend::Backend, ElementConversion, Int, Tensor, TensorData};
+use hier_model::loss::cross_entropy;
 use hier_model::HierarchicalTransformer;
 
 /// Mean loss over every predicted byte of a split.
@@ -50,9 +51,21 @@ pub fn evaluate<B: Backend>(
         if count == 0 {
             continue;
         }
-        let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [group.len(), len]), device);
-        let losses = model.forward_loss(ids)?;
-        let ce: f32 = losses.ce.into_scalar().elem();
+        // only the logits are needed: no auxiliary losses
+        let (inputs, labels): (Vec<i64>, Vec<i64>) = (
+            ids.chunks(len)
+                .flat_map(|row| row[..len - 1].to_vec())
+                .collect(),
+            ids.chunks(len).flat_map(|row| row[1..].to_vec()).collect(),
+        );
+        let rows = group.len();
+        hier_model::check_vocabulary(&inputs, model.spec().num_tokens, ignore)?;
+        let inputs =
+            Tensor::<B, 2, Int>::from_data(TensorData::new(inputs, [rows, len - 1]), device);
+        let logits = model
+            .forward(inputs)?
+            .reshape([rows * (len - 1), model.spec().num_tokens]);
+        let ce: f32 = cross_entropy(logits, &labels, ignore).into_scalar().elem();
         total_nats += ce as f64 * count as f64;
         tokens += count;
         progress(done, starts.len());

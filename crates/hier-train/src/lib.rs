@@ -4,6 +4,7 @@
 
 pub mod checkpoint;
 pub mod clip;
+pub mod compare;
 pub mod data;
 pub mod enwik8;
 pub mod eval;

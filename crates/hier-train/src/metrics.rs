@@ -15,6 +15,12 @@ pub struct StepMetrics {
     pub ce_loss: f64,
     pub next_latent_loss: f64,
     pub recon_loss: f64,
+    /// Future-token loss (0 unless `prophet_loss_weight > 0`).
+    #[serde(default)]
+    pub prophet_loss: f64,
+    /// Hierarchical autoregressive loss (0 unless `hierarchical_ar_loss_weight > 0`).
+    #[serde(default)]
+    pub hierarchical_ar_loss: f64,
     pub lr: f64,
     pub grad_norm: f64,
     pub tokens_per_s: f64,
@@ -26,6 +32,9 @@ pub struct ValidMetrics {
     pub step: u64,
     pub valid_loss: f64,
     pub valid_bpc: f64,
+    /// Seconds of training since this process started the run (or resumed it).
+    #[serde(default)]
+    pub elapsed_s: f64,
 }
 
 /// A line of `metrics.jsonl`.

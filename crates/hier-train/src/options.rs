@@ -35,6 +35,8 @@ pub struct TrainOptions {
     pub checkpoint_every: u64,
     /// Seed of initialisation, batches and sampling.
     pub seed: u64,
+    /// Skip every hierarchical merge (the reference's ablation switch).
+    pub ablate_hierarchical_merge: bool,
 }
 
 impl Default for TrainOptions {
@@ -54,6 +56,7 @@ impl Default for TrainOptions {
             sample_len: 256,
             checkpoint_every: 500,
             seed: 0,
+            ablate_hierarchical_merge: false,
         }
     }
 }

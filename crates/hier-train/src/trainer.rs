@@ -14,7 +14,7 @@ use burn::optim::{AdamConfig, GradientsAccumulator, GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use hier_model::generate::{generate_recompute, Sampler};
-use hier_model::{model_dir, HierarchicalTransformer};
+use hier_model::{model_dir, ForwardOptions, HierarchicalTransformer};
 use thiserror::Error;
 
 use crate::checkpoint::{self, CheckpointError};
@@ -143,18 +143,24 @@ pub fn train<B: AutodiffBackend>(
     while step < o.max_steps {
         let t0 = Instant::now();
         let mut accumulator = GradientsAccumulator::<Model<B>>::new();
-        let mut sums = [0f64; 4];
+        let mut sums = [0f64; 6];
+        let options = ForwardOptions {
+            ablate_hierarchical_merge: o.ablate_hierarchical_merge,
+        };
         for micro in 0..o.grad_accum {
             let ids = random_crops(train_data, crop, o.batch_size, o.seed, step, micro as u64);
             let ids =
                 Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [o.batch_size, crop]), device);
-            let losses = model.forward_loss(ids)?;
-            for (sum, t) in sums.iter_mut().zip([
+            let losses = model.forward_loss_with(ids, options)?;
+            let parts = [
                 &losses.total,
                 &losses.ce,
                 &losses.next_latent,
                 &losses.recon,
-            ]) {
+                &losses.prophet,
+                &losses.hierarchical_ar,
+            ];
+            for (sum, t) in sums.iter_mut().zip(parts) {
                 *sum += t.clone().into_scalar().elem::<f64>() / o.grad_accum as f64;
             }
             let grads = losses.total.div_scalar(o.grad_accum as f64).backward();
@@ -181,6 +187,8 @@ pub fn train<B: AutodiffBackend>(
             ce_loss: sums[1],
             next_latent_loss: sums[2],
             recon_loss: sums[3],
+            prophet_loss: sums[4],
+            hierarchical_ar_loss: sums[5],
             lr,
             grad_norm,
             tokens_per_s,
@@ -196,22 +204,15 @@ pub fn train<B: AutodiffBackend>(
 
         let last = step == o.max_steps;
         if step % o.validate_every == 0 || last {
-            let (loss, bpc) = validate(
-                &model.valid(),
-                valid_data,
-                crop,
-                o.batch_size,
-                o.valid_batches,
-                o.seed,
-                device,
-            )?;
-            metrics
-                .write(&Record::Valid(ValidMetrics {
-                    step,
-                    valid_loss: loss,
-                    valid_bpc: bpc,
-                }))
-                .map_err(io)?;
+            let (loss, bpc) = validate(&model.valid(), valid_data, crop, o, device)?;
+            let elapsed_s = started.elapsed().as_secs_f64();
+            let record = ValidMetrics {
+                step,
+                valid_loss: loss,
+                valid_bpc: bpc,
+                elapsed_s,
+            };
+            metrics.write(&Record::Valid(record)).map_err(io)?;
             progress.println(&format!(
                 "step {step}: validation loss {loss:.4}, {bpc:.4} bits per character"
             ));
@@ -264,18 +265,24 @@ fn validate<B: burn::tensor::backend::Backend>(
     model: &Model<B>,
     data: &[u8],
     crop: usize,
-    batch: usize,
-    batches: usize,
-    seed: u64,
+    o: &crate::options::TrainOptions,
     device: &B::Device,
 ) -> Result<(f64, f64), TrainError> {
     let mut total = 0.0;
-    for k in 0..batches {
-        let ids = random_crops(data, crop, batch, seed, u64::MAX, k as u64);
-        let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [batch, crop]), device);
-        total += model.forward_loss(ids)?.ce.into_scalar().elem::<f64>();
+    let options = ForwardOptions {
+        ablate_hierarchical_merge: o.ablate_hierarchical_merge,
+    };
+    for k in 0..o.valid_batches {
+        let ids = random_crops(data, crop, o.batch_size, o.seed, u64::MAX, k as u64);
+        let ids =
+            Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [o.batch_size, crop]), device);
+        total += model
+            .forward_loss_with(ids, options)?
+            .ce
+            .into_scalar()
+            .elem::<f64>();
     }
-    let loss = total / batches as f64;
+    let loss = total / o.valid_batches as f64;
     Ok((loss, loss / std::f64::consts::LN_2))
 }
 

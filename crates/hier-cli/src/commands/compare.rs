@@ -1,0 +1,109 @@
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::{bail, Context, Result};
+use burn::backend::Autodiff;
+use burn::module::Module;
+use hier_model::{HierarchicalTransformer, HierarchicalTransformerConfig};
+use hier_train::compare::{svg, table, RunSummary};
+use hier_train::presets::preset;
+use hier_train::{Control, Corpus, Start, TrainConfig};
+
+use crate::backend::{device, Backend};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Configs to compare: training configs ({"model": ..., "train": ...}) or bare model configs
+    /// (trained with the shakespeare preset's options).
+    #[arg(long, num_args = 1.., required = true)]
+    configs: Vec<PathBuf>,
+    /// Optimizer steps for every run.
+    #[arg(long)]
+    steps: u64,
+    /// Validate every N steps (default: steps / 10).
+    #[arg(long)]
+    validate_every: Option<u64>,
+    /// Directory for the runs, compare.md and compare.svg.
+    #[arg(long, default_value = "runs/compare")]
+    out: PathBuf,
+    /// Training data for every run (default: the embedded corpus).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Seed shared by every run (same initialisation stream and batch order).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+fn read_config(path: &PathBuf) -> Result<TrainConfig> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    if value.get("model").is_some() {
+        return serde_json::from_value(value)
+            .with_context(|| format!("{}: invalid training config", path.display()));
+    }
+    let model = HierarchicalTransformerConfig::from_json(&text)
+        .with_context(|| format!("in {}", path.display()))?;
+    Ok(TrainConfig {
+        model,
+        ..preset("shakespeare").expect("built-in preset")
+    })
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let corpus = Corpus::from_source(args.data.as_deref())?;
+    let mut names = Vec::new();
+    let mut runs = Vec::new();
+    for path in &args.configs {
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if names.contains(&name) {
+            bail!("two configs are named `{name}`; give them distinct file names");
+        }
+        names.push(name.clone());
+        let mut config = read_config(path)?;
+        config.train.max_steps = args.steps;
+        config.train.warmup_steps = config.train.warmup_steps.min(args.steps);
+        config.train.validate_every = args.validate_every.unwrap_or((args.steps / 10).max(1));
+        config.train.checkpoint_every = args.steps;
+        config.train.sample_every = 0;
+        config.train.seed = args.seed;
+        config.data = args.data.clone();
+        config
+            .model
+            .validate()
+            .with_context(|| format!("in {}", path.display()))?;
+        let dir = args.out.join(&name);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
+        }
+        eprintln!("== {name}");
+        let control = Control {
+            interrupt: None::<&AtomicBool>,
+            stop_at: None,
+        };
+        hier_train::train::<Autodiff<Backend>>(
+            &config,
+            &corpus,
+            &dir,
+            Start::New,
+            &device(),
+            &control,
+        )?;
+        let parameters =
+            HierarchicalTransformer::<Backend>::new(&config.model, &device())?.num_params();
+        runs.push(RunSummary::read(&name, parameters, &dir)?);
+    }
+    let md = table(&runs);
+    std::fs::write(args.out.join("compare.md"), &md)?;
+    std::fs::write(args.out.join("compare.svg"), svg(&runs))?;
+    println!("{md}");
+    eprintln!(
+        "wrote {0}/compare.md and {0}/compare.svg",
+        args.out.display()
+    );
+    Ok(())
+}
