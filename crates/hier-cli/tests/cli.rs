@@ -121,21 +121,31 @@ fn greedy_generate_matches_the_reference() {
         .iter()
         .map(|i| i.to_string())
         .collect();
-    let stdout = run_ok(
-        hier()
-            .args(["generate", "--model"])
-            .arg(fixture("odd_len"))
-            .args([
-                "--prompt-ids",
-                &prompt.join(","),
-                "--temperature",
-                "0",
-                "--format",
-                "ids",
-            ])
-            .args(["--max-new-tokens", &reference.len().to_string()]),
+    let greedy = |new_tokens: usize, extra: &[&str]| {
+        run_ok(
+            hier()
+                .args(["generate", "--model"])
+                .arg(fixture("odd_len"))
+                .args([
+                    "--prompt-ids",
+                    &prompt.join(","),
+                    "--temperature",
+                    "0",
+                    "--format",
+                    "ids",
+                ])
+                .args(["--max-new-tokens", &new_tokens.to_string()])
+                .args(extra),
+        )
+    };
+    // the recompute path, past seq_len (the reference re-crops the context)
+    assert_eq!(
+        greedy(reference.len(), &["--no-cache"]).trim(),
+        reference.join(",")
     );
-    assert_eq!(stdout.trim(), reference.join(","));
+    // the default cached path agrees with the reference while the context fits seq_len (32)
+    let within = 32 - prompt.len();
+    assert_eq!(greedy(within, &[]).trim(), reference[..within].join(","));
 }
 
 #[test]

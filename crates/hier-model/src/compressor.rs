@@ -78,6 +78,36 @@ impl<B: Backend> Compressor<B> {
         }
     }
 
+    /// The compressed token that ends at the last row of `window` (`[batch, c, token_dim]`,
+    /// oldest first, zeros before the start of the sequence): `[batch, 1, dim]`, equal to the
+    /// row of [`Self::forward`] at that position. Used by incremental decoding.
+    pub fn compress_last(&self, window: Tensor<B, 3>) -> Tensor<B, 3> {
+        let (Some(conv), Some(conv_out)) = (&self.conv, &self.conv_out) else {
+            let c = window.dims()[1];
+            return self.forward(window.narrow(1, c - 1, 1));
+        };
+        // a convolution evaluated at one position is a matrix product over (channel, tap)
+        let [b, c, d] = window.dims();
+        let flat = window.swap_dims(1, 2).reshape([b, d * c]);
+        let dense = |weight: Tensor<B, 3>| {
+            let [o, i, k] = weight.dims();
+            weight.reshape([o, i * k]).transpose()
+        };
+        let bias = |p: &Option<burn::module::Param<Tensor<B, 1>>>| {
+            p.as_ref().map(|b| b.val().unsqueeze::<2>())
+        };
+        let mut h = flat.matmul(dense(conv.weight.val()));
+        if let Some(bias) = bias(&conv.bias) {
+            h = h + bias;
+        }
+        let mut out = silu(h).matmul(dense(conv_out.weight.val()));
+        if let Some(bias) = bias(&conv_out.bias) {
+            out = out + bias;
+        }
+        let dim = out.dims()[1];
+        out.reshape([b, 1, dim])
+    }
+
     /// Cross-entropy of reconstructing, from each compressed position `j` (original position
     /// `e = j*s`), the `c` tokens `ids[e - c + 1 ..= e]` it summarised (ids before the start are
     /// `ignore_index`). `None` for `c = 1` or without a reconstruction head.

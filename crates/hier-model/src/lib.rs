@@ -9,6 +9,7 @@
 //! ```
 
 mod block;
+pub mod cache;
 mod compressor;
 pub mod config;
 mod error;

@@ -315,13 +315,21 @@ impl<B: Backend> ModuleMapper<B> for Loader<'_, B> {
             });
             return param;
         }
-        let mut tensor = Tensor::<B, D>::from_data(
-            TensorData::new(found.values.clone(), found.shape.clone()),
-            &self.device,
-        );
-        if linear_weight && D == 2 {
-            tensor = tensor.swap_dims(0, 1);
-        }
+        // transpose linear weights on the host: a transposed view would be copied to a
+        // contiguous layout by every matmul that reads it
+        let data = if linear_weight && D == 2 {
+            let (rows, cols) = (found.shape[0], found.shape[1]);
+            let mut t = vec![0.0; rows * cols];
+            for r in 0..rows {
+                for c in 0..cols {
+                    t[c * rows + r] = found.values[r * cols + c];
+                }
+            }
+            TensorData::new(t, vec![cols, rows])
+        } else {
+            TensorData::new(found.values.clone(), found.shape.clone())
+        };
+        let tensor = Tensor::<B, D>::from_data(data, &self.device);
         self.used.push(key);
         let id = param.id;
         param.transform_for_load(tensor, id)

@@ -13,7 +13,8 @@ use burn::module::AutodiffModule;
 use burn::optim::{AdamConfig, GradientsAccumulator, GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
-use hier_model::generate::{generate_recompute, Sampler};
+use hier_model::cache::generate_cached;
+use hier_model::generate::Sampler;
 use hier_model::{model_dir, ForwardOptions, HierarchicalTransformer};
 use thiserror::Error;
 
@@ -302,7 +303,7 @@ fn sample<B: burn::tensor::backend::Backend>(
         .map(|&b| b as i64)
         .collect();
     let mut sampler = Sampler::new(1.0, 0.9, seed)?;
-    let new = generate_recompute(
+    let new = generate_cached(
         model,
         std::slice::from_ref(&prompt),
         len,

@@ -3,6 +3,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
+use hier_model::cache::generate_cached;
 use hier_model::generate::{generate_recompute, Sampler};
 use hier_model::model_dir;
 
@@ -42,6 +43,11 @@ pub struct Args {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
+    /// Recompute the whole (cropped) context for every token, exactly as the reference does,
+    /// instead of decoding incrementally with caches. The two agree within seq_len; past it the
+    /// reference re-crops the context while the cache keeps streaming.
+    #[arg(long)]
+    no_cache: bool,
 }
 
 fn parse_ids(text: &str) -> Result<Vec<i64>> {
@@ -67,7 +73,12 @@ pub fn run(args: Args) -> Result<()> {
     let model = model_dir::load::<Backend>(&args.model, &device)
         .with_context(|| format!("loading {}", args.model.display()))?;
     let mut sampler = Sampler::new(args.temperature, args.filter_thres, args.seed)?;
-    let new = generate_recompute(
+    let generate = if args.no_cache {
+        generate_recompute
+    } else {
+        generate_cached
+    };
+    let new = generate(
         &model,
         &[prompt],
         args.max_new_tokens,

@@ -1,0 +1,413 @@
+//! Incremental decoding: every piece of the model keeps just the state the next token needs,
+//! so each new token costs one step per hierarchy and layer instead of a pass over the context.
+//!
+//! Per hierarchy `i` (compression `c`, stride `s`, `a = c / s` axial sub-sequences):
+//! * the compressor needs the last `c` raw token embeddings ([`Window`]);
+//! * a new compressed token appears at every original position `t` with `t % s == 0`; it is
+//!   token `j = t / s`, in axial sub-sequence `j % a` at axial position `j / a`;
+//! * per layer and sub-sequence, attention keeps its keys and values ([`KvCache`]; local
+//!   attention only the last `window + 1`) and token shift keeps the previous inputs of the
+//!   attention and of the feed-forward;
+//! * per layer, the merge reads every hierarchy's latest block output (a strided token covers
+//!   the original positions up to the next one), kept in `block_out`.
+//!
+//! Within `seq_len` the logits equal those of the full forward pass (up to float rounding).
+//! Beyond it, decoding keeps streaming: positions keep counting, local windows slide, full
+//! attention keeps every key; nothing is cropped or recomputed (the reference instead re-crops the
+//! context to the last `seq_len` tokens and restarts positions at 0).
+
+use burn::tensor::activation::softmax;
+use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
+use hier_attn::kernel::{merge_heads, qkv_heads};
+use hier_attn::rotary::{self, Layout};
+
+use crate::block::{Attention, HierarchicalBlock};
+use crate::error::InputError;
+use crate::generate::Sampler;
+use crate::merge::HierarchicalMerge;
+use crate::model::{check_vocabulary, HierarchicalTransformer};
+
+/// Keys and values of one attention stream, `[batch, heads, m, dim_head]`, optionally only the
+/// last `keep` positions.
+#[derive(Debug, Clone, Default)]
+pub struct KvCache<B: Backend> {
+    k: Option<Tensor<B, 4>>,
+    v: Option<Tensor<B, 4>>,
+    keep: Option<usize>,
+}
+
+impl<B: Backend> KvCache<B> {
+    pub fn new(keep: Option<usize>) -> Self {
+        KvCache {
+            k: None,
+            v: None,
+            keep,
+        }
+    }
+
+    /// Append one position; returns all cached keys and values.
+    pub fn push(&mut self, k: Tensor<B, 4>, v: Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 4>) {
+        let append = |cache: Option<Tensor<B, 4>>, new: Tensor<B, 4>, keep: Option<usize>| {
+            let all = match cache {
+                Some(c) => Tensor::cat(vec![c, new], 2),
+                None => new,
+            };
+            let m = all.dims()[2];
+            match keep {
+                Some(keep) if m > keep => all.narrow(2, m - keep, keep),
+                _ => all,
+            }
+        };
+        self.k = Some(append(self.k.take(), k, self.keep));
+        self.v = Some(append(self.v.take(), v, self.keep));
+        (self.k.clone().unwrap(), self.v.clone().unwrap())
+    }
+
+    /// Cached positions.
+    pub fn len(&self) -> usize {
+        self.k.as_ref().map_or(0, |k| k.dims()[2])
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The last `size` rows seen, oldest first (zeros before the first).
+#[derive(Debug, Clone)]
+pub struct Window<B: Backend> {
+    rows: Tensor<B, 3>,
+}
+
+impl<B: Backend> Window<B> {
+    pub fn new(batch: usize, size: usize, dim: usize, device: &B::Device) -> Self {
+        Window {
+            rows: Tensor::zeros([batch, size, dim], device),
+        }
+    }
+
+    /// Slide in one row `[batch, 1, dim]`.
+    pub fn push(&mut self, row: Tensor<B, 3>) {
+        let size = self.rows.dims()[1];
+        self.rows = if size > 1 {
+            Tensor::cat(vec![self.rows.clone().narrow(1, 1, size - 1), row], 1)
+        } else {
+            row
+        };
+    }
+
+    /// The last `n` rows.
+    pub fn last(&self, n: usize) -> Tensor<B, 3> {
+        let size = self.rows.dims()[1];
+        self.rows.clone().narrow(1, size - n, n)
+    }
+}
+
+/// State of one axial sub-sequence of one hierarchy in one layer.
+#[derive(Debug, Clone)]
+struct StreamState<B: Backend> {
+    kv: KvCache<B>,
+    prev_attn_in: Option<Tensor<B, 3>>,
+    prev_ff_in: Option<Tensor<B, 3>>,
+}
+
+/// Token shift for one new row: the first half of `x`, the second half of the previous row.
+fn shift_step<B: Backend>(x: Tensor<B, 3>, prev: &Option<Tensor<B, 3>>) -> Tensor<B, 3> {
+    let d = x.dims()[2];
+    let keep = d.div_ceil(2);
+    if keep == d {
+        return x;
+    }
+    let moved = match prev {
+        Some(p) => p.clone().narrow(2, keep, d - keep),
+        None => Tensor::zeros([x.dims()[0], 1, d - keep], &x.device()),
+    };
+    Tensor::cat(vec![x.narrow(2, 0, keep), moved], 2)
+}
+
+/// One query against the cache (all cached keys are visible).
+fn attend<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    dim_head: usize,
+) -> Tensor<B, 4> {
+    let sim = q
+        .matmul(k.swap_dims(2, 3))
+        .mul_scalar((dim_head as f64).powf(-0.5));
+    softmax(sim, 3).matmul(v)
+}
+
+/// Attention for the row at axial position `pos` of a stream, `[batch, 1, d]`.
+fn attention_step<B: Backend>(
+    attn: &Attention<B>,
+    x: Tensor<B, 3>,
+    pos: usize,
+    kv: &mut KvCache<B>,
+) -> Tensor<B, 3> {
+    let device = x.device();
+    match attn {
+        Attention::Local(a) => {
+            let [q, k, v] = qkv_heads(a.to_qkv.forward(a.norm.forward(x)), a.heads);
+            // rotary depends on the query-key distance only: absolute axial positions will do
+            let (cos, sin) =
+                rotary::cos_sin::<B>(a.dim_head, pos..pos + 1, Layout::HalfSplit, &device);
+            let (cos, sin): (Tensor<B, 4>, Tensor<B, 4>) = (cos.unsqueeze(), sin.unsqueeze());
+            let q = rotary::apply(q, cos.clone(), sin.clone(), Layout::HalfSplit);
+            let k = rotary::apply(k, cos, sin, Layout::HalfSplit);
+            let (k, v) = kv.push(k, v);
+            a.to_out.forward(merge_heads(attend(q, k, v, a.dim_head)))
+        }
+        Attention::Full(a) => {
+            let [q, k, v] = qkv_heads(a.to_qkv.forward(a.norm.forward(x)), a.heads);
+            let (cos, sin) =
+                rotary::cos_sin::<B>(a.dim_head, pos..pos + 1, Layout::Interleaved, &device);
+            let (cos, sin): (Tensor<B, 4>, Tensor<B, 4>) = (cos.unsqueeze(), sin.unsqueeze());
+            // xPos: logit (i, j) scales with base^((i - j) / 512); the centre cancels, so 0 will do
+            let scale: Tensor<B, 4> =
+                rotary::xpos_scale::<B>(a.dim_head, pos..pos + 1, 0, &device).unsqueeze();
+            let q = rotary::apply(q, cos.clone(), sin.clone(), Layout::Interleaved) * scale.clone();
+            let k = rotary::apply(k, cos, sin, Layout::Interleaved) / scale;
+            let (k, v) = kv.push(k, v);
+            a.to_out.forward(merge_heads(attend(q, k, v, a.dim_head)))
+        }
+    }
+}
+
+fn block_step<B: Backend>(
+    block: &HierarchicalBlock<B>,
+    x: Tensor<B, 3>,
+    pos: usize,
+    s: &mut StreamState<B>,
+) -> Tensor<B, 3> {
+    let x = match &block.attn {
+        Some(attn) => {
+            let shifted = shift_step(x.clone(), &s.prev_attn_in);
+            s.prev_attn_in = Some(x.clone());
+            attention_step(attn, shifted, pos, &mut s.kv) + x
+        }
+        None => x,
+    };
+    let shifted = shift_step(x.clone(), &s.prev_ff_in);
+    s.prev_ff_in = Some(x.clone());
+    block.ff.forward(shifted) + x
+}
+
+/// The decoding state of a model: feed tokens one position at a time with [`Self::step`].
+#[derive(Debug, Clone)]
+pub struct Cache<B: Backend> {
+    batch: usize,
+    /// Original positions consumed.
+    position: usize,
+    raw: Window<B>,
+    /// `streams[l][i][k]`: layer `l`, hierarchy `i`, axial sub-sequence `k`.
+    streams: Vec<Vec<Vec<StreamState<B>>>>,
+    /// `block_out[l][i]`: hierarchy `i`'s latest output of layer `l`'s block (before the merge).
+    block_out: Vec<Vec<Option<Tensor<B, 3>>>>,
+    /// `finals[i]`: hierarchy `i`'s latest output of the last layer (after the merge).
+    finals: Vec<Option<Tensor<B, 3>>>,
+}
+
+impl<B: Backend> Cache<B> {
+    pub fn new(model: &HierarchicalTransformer<B>, batch: usize, device: &B::Device) -> Self {
+        let spec = model.spec();
+        let widest = spec.hierarchies.iter().map(|h| h.factor).max().unwrap_or(1);
+        let streams = model
+            .layers
+            .iter()
+            .map(|layer| {
+                layer
+                    .iter()
+                    .zip(&spec.hierarchies)
+                    .map(|(block, h)| {
+                        let keep = match &block.attn {
+                            Some(Attention::Local(a)) => Some(a.window + 1),
+                            _ => None,
+                        };
+                        let state = StreamState {
+                            kv: KvCache::new(keep),
+                            prev_attn_in: None,
+                            prev_ff_in: None,
+                        };
+                        vec![state; h.axial()]
+                    })
+                    .collect()
+            })
+            .collect();
+        let h = spec.hierarchies.len();
+        Cache {
+            batch,
+            position: 0,
+            raw: Window::new(batch, widest, spec.token_dim, device),
+            streams,
+            block_out: vec![vec![None; h]; spec.depth],
+            finals: vec![None; h],
+        }
+    }
+
+    /// Original positions consumed so far.
+    pub fn position(&self) -> usize {
+        self.position
+    }
+
+    /// Consume one token per row (`ids`: `batch` ids) and return the next-token logits
+    /// `[batch, num_tokens]`.
+    pub fn step(
+        &mut self,
+        model: &HierarchicalTransformer<B>,
+        ids: &[i64],
+    ) -> Result<Tensor<B, 2>, InputError> {
+        let spec = model.spec();
+        if ids.len() != self.batch {
+            return Err(InputError::Generation {
+                option: "ids",
+                problem: format!("{} ids for a batch of {}", ids.len(), self.batch),
+            });
+        }
+        check_vocabulary(ids, spec.num_tokens, spec.ignore_index)?;
+        let device = model.token_emb.weight.device();
+        let t = self.position;
+        let ids =
+            Tensor::<B, 2, Int>::from_data(TensorData::new(ids.to_vec(), [self.batch, 1]), &device);
+        self.raw.push(model.token_emb.forward(ids));
+
+        // new compressed tokens at this position: (hierarchy, token index, its input row)
+        let mut current: Vec<Option<(usize, Tensor<B, 3>)>> = spec
+            .hierarchies
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                t.is_multiple_of(h.stride).then(|| {
+                    let token = model.compressors[i].compress_last(self.raw.last(h.factor));
+                    (t / h.stride, model.post_token_emb_norms[i].forward(token))
+                })
+            })
+            .collect();
+
+        let strides = spec.strides();
+        for (l, layer) in model.layers.iter().enumerate() {
+            for (i, block) in layer.iter().enumerate() {
+                if let Some((j, x)) = current[i].take() {
+                    let a = spec.hierarchies[i].axial();
+                    let out = block_step(block, x, j / a, &mut self.streams[l][i][j % a]);
+                    self.block_out[l][i] = Some(out.clone());
+                    current[i] = Some((j, out));
+                }
+            }
+            if let Some(merge) = model.hierarchical_merges.get(l) {
+                self.merge(spec, merge, l, &strides, &mut current);
+            }
+        }
+        // a strided hierarchy without a new token keeps its last final output
+        for (i, c) in current.into_iter().enumerate() {
+            if let Some((_, x)) = c {
+                self.finals[i] = Some(x);
+            }
+        }
+        self.position += 1;
+
+        let embed = |i: usize| {
+            model.norms[i].forward(
+                self.finals[i]
+                    .clone()
+                    .expect("every hierarchy has a token at position 0"),
+            )
+        };
+        let predict = if spec.predict_use_all_hierarchy {
+            Tensor::cat((0..spec.hierarchies.len()).map(embed).collect(), 2)
+        } else {
+            embed(spec.predict)
+        };
+        let logits = model.to_logits.forward(predict); // [b, 1, V]
+        Ok(logits.reshape([self.batch, spec.num_tokens]))
+    }
+
+    /// The merge of layer `l` at the current position: every hierarchy's latest block output,
+    /// pooled, added to the predicting hierarchy (or, with `hierarchy_merge_all`, to every
+    /// hierarchy that has a new token now).
+    fn merge(
+        &mut self,
+        spec: &crate::spec::ModelSpec,
+        merge: &HierarchicalMerge<B>,
+        l: usize,
+        strides: &[usize],
+        current: &mut [Option<(usize, Tensor<B, 3>)>],
+    ) {
+        let latest: Vec<Tensor<B, 3>> = self.block_out[l]
+            .iter()
+            .map(|t| {
+                t.clone()
+                    .expect("every hierarchy has a token at position 0")
+            })
+            .collect();
+        // all latest tokens are single rows, so no repetition or cropping is needed
+        let pooled = merge.forward(&latest, &vec![1; strides.len()]);
+        if spec.hierarchy_merge_all {
+            let mut offset = 0;
+            for (i, h) in spec.hierarchies.iter().enumerate() {
+                if let Some((j, x)) = current[i].take() {
+                    current[i] = Some((j, x + pooled.clone().narrow(2, offset, h.dim)));
+                }
+                offset += h.dim;
+            }
+        } else if let Some((j, x)) = current[spec.predict].take() {
+            current[spec.predict] = Some((j, x + pooled));
+        }
+    }
+}
+
+/// Generate `max_new_tokens` after each prompt row with the cache: the prompt is fed token by
+/// token, then every new token costs one cached step. Returns only the new tokens, per row.
+pub fn generate_cached<B: Backend>(
+    model: &HierarchicalTransformer<B>,
+    prompt: &[Vec<i64>],
+    max_new_tokens: usize,
+    sampler: &mut Sampler,
+    device: &B::Device,
+) -> Result<Vec<Vec<i64>>, InputError> {
+    let batch = prompt.len();
+    let len = prompt.first().map(Vec::len).unwrap_or(0);
+    if batch == 0 || len == 0 {
+        return Err(InputError::TooShort { min: 1 });
+    }
+    if prompt.iter().any(|row| row.len() != len) {
+        return Err(InputError::Generation {
+            option: "prompt",
+            problem: "rows have different lengths".into(),
+        });
+    }
+    let vocab = model.spec().num_tokens;
+    let mut cache = Cache::new(model, batch, device);
+    let mut logits = None;
+    for t in 0..len {
+        let column: Vec<i64> = prompt.iter().map(|row| row[t]).collect();
+        logits = Some(cache.step(model, &column)?);
+    }
+    let mut out = vec![Vec::with_capacity(max_new_tokens); batch];
+    for n in 0..max_new_tokens {
+        let values: Vec<f32> = logits
+            .take()
+            .expect("the prompt is not empty")
+            .into_data()
+            .convert::<f32>()
+            .to_vec()
+            .map_err(|e| InputError::Generation {
+                option: "logits",
+                problem: format!("{e:?}"),
+            })?;
+        let next: Vec<i64> = (0..batch)
+            .map(|b| {
+                sampler
+                    .sample(&values[b * vocab..(b + 1) * vocab])
+                    .map(|t| t as i64)
+            })
+            .collect::<Result<_, _>>()?;
+        for (row, &token) in out.iter_mut().zip(&next) {
+            row.push(token);
+        }
+        if n + 1 < max_new_tokens {
+            logits = Some(cache.step(model, &next)?);
+        }
+    }
+    Ok(out)
+}
