@@ -33,6 +33,8 @@ enum Command {
     Data(commands::data::Args),
     /// Train several configs on the same data and seed; table and plot of validation bpc.
     Compare(commands::compare::Args),
+    /// Time training steps, inference and generation (cached and recomputed); peak memory.
+    Bench(commands::bench::Args),
 }
 
 fn main() {
@@ -45,6 +47,7 @@ fn main() {
         Command::Eval(args) => commands::eval::run(args),
         Command::Data(args) => commands::data::run(args),
         Command::Compare(args) => commands::compare::run(args),
+        Command::Bench(args) => commands::bench::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -238,3 +238,27 @@ fn bad_input_is_a_clear_error() {
     );
     assert!(e.contains("filter_thres"), "{e}");
 }
+
+#[test]
+fn bench_reports_every_mode_as_json() {
+    for mode in ["train", "infer", "generate"] {
+        let stdout = run_ok(hier().args([
+            "bench", "--preset", "tiny", "--mode", mode, "--batch", "2", "--steps", "3",
+            "--warmup", "1", "--json",
+        ]));
+        let rows: Vec<serde_json::Value> = stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(
+            rows.len(),
+            if mode == "generate" { 2 } else { 1 },
+            "{stdout}"
+        );
+        for row in rows {
+            assert!(row["mode"].as_str().unwrap().starts_with(mode), "{row}");
+            assert!(row["median_ms"].as_f64().unwrap() > 0.0, "{row}");
+            assert!(row["tokens_per_s"].as_f64().unwrap() > 0.0, "{row}");
+        }
+    }
+}

@@ -1,0 +1,198 @@
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use burn::backend::Autodiff;
+use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::tensor::{Int, Tensor, TensorData};
+use clap::ValueEnum;
+use hier_model::cache::generate_cached;
+use hier_model::generate::{generate_recompute, Sampler};
+use hier_model::{HierarchicalTransformer, HierarchicalTransformerConfig};
+use hier_train::presets::{preset, NAMES};
+
+use crate::backend::{device, Backend};
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    /// Forward with loss + backward + Adam step on random ids of length seq_len + 1.
+    Train,
+    /// Forward (logits) on random ids of length seq_len.
+    Infer,
+    /// `--steps` new tokens from a one-token prompt, cached and recomputed; `median_ms` is the
+    /// mean time per token of that run.
+    Generate,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Model config (the keys of a model directory's config.json).
+    #[arg(long, conflicts_with = "preset")]
+    config: Option<PathBuf>,
+    /// A named configuration: the model of a training preset.
+    #[arg(long)]
+    preset: Option<String>,
+    #[arg(long, value_enum)]
+    mode: Mode,
+    #[arg(long, default_value_t = 4)]
+    batch: usize,
+    /// Timed steps (tokens, for generate).
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// One JSON object per line and mode instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Peak resident memory of this process in MiB (Linux; `None` elsewhere).
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn random_ids(batch: usize, len: usize, vocab: usize, seed: u64) -> Vec<i64> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..batch * len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            1 + (x % (vocab as u64 - 1)) as i64
+        })
+        .collect()
+}
+
+/// Time `steps` calls of `f` after `warmup` untimed ones; milliseconds per call.
+fn time(warmup: usize, steps: usize, mut f: impl FnMut(usize) -> Result<()>) -> Result<Vec<f64>> {
+    for i in 0..warmup {
+        f(i)?;
+    }
+    let mut out = Vec::with_capacity(steps);
+    for i in 0..steps {
+        let t0 = Instant::now();
+        f(warmup + i)?;
+        out.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(out)
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let config = match (&args.config, &args.preset) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            HierarchicalTransformerConfig::from_json(&text)
+                .with_context(|| format!("in {}", path.display()))?
+        }
+        (None, Some(name)) => {
+            preset(name)
+                .with_context(|| {
+                    format!(
+                        "unknown preset `{name}`; choose one of {}",
+                        NAMES.join(", ")
+                    )
+                })?
+                .model
+        }
+        (None, None) => bail!("give --config CONFIG.json or --preset NAME"),
+    };
+    if args.batch == 0 || args.steps == 0 {
+        bail!("--batch and --steps must be at least 1");
+    }
+    let spec = config.validate()?;
+    let (n, vocab, batch) = (spec.seq_len, spec.num_tokens, args.batch);
+    let device = device();
+    let mut rows = Vec::new();
+    let mut report = |mode: &str, ms: Vec<f64>, tokens: usize| {
+        let median_ms = median(ms);
+        rows.push(serde_json::json!({
+            "mode": mode,
+            "median_ms": median_ms,
+            "tokens_per_s": tokens as f64 / (median_ms / 1e3),
+            "batch": batch,
+            "seq_len": n,
+            "steps": args.steps,
+            "peak_rss_mib": peak_rss_mib(),
+            "backend": std::any::type_name::<Backend>(),
+        }));
+    };
+    match args.mode {
+        Mode::Train => {
+            let mut model =
+                HierarchicalTransformer::<Autodiff<Backend>>::init(&config, 0, &device)?;
+            let mut optim = AdamConfig::new()
+                .with_epsilon(1e-8)
+                .init::<Autodiff<Backend>, _>();
+            let ms = time(args.warmup, args.steps, |i| {
+                let ids = random_ids(batch, n + 1, vocab, i as u64);
+                let ids = Tensor::<Autodiff<Backend>, 2, Int>::from_data(
+                    TensorData::new(ids, [batch, n + 1]),
+                    &device,
+                );
+                let grads = model.forward_loss(ids)?.total.backward();
+                let grads = GradientsParams::from_grads(grads, &model);
+                model = optim.step(1e-4, model.clone(), grads);
+                Ok(())
+            })?;
+            report("train", ms, batch * n);
+        }
+        Mode::Infer => {
+            let model = HierarchicalTransformer::<Backend>::init(&config, 0, &device)?;
+            let ms = time(args.warmup, args.steps, |i| {
+                let ids = random_ids(batch, n, vocab, i as u64);
+                let ids =
+                    Tensor::<Backend, 2, Int>::from_data(TensorData::new(ids, [batch, n]), &device);
+                let logits = model.forward(ids)?;
+                let _ = logits.narrow(1, n - 1, 1).into_data(); // wait for the result
+                Ok(())
+            })?;
+            report("infer", ms, batch * n);
+        }
+        Mode::Generate => {
+            let model = HierarchicalTransformer::<Backend>::init(&config, 0, &device)?;
+            let prompt: Vec<Vec<i64>> = (0..batch)
+                .map(|b| vec![1 + b as i64 % (vocab as i64 - 1)])
+                .collect();
+            for (mode, cached) in [("generate", true), ("generate_recompute", false)] {
+                let mut sampler = Sampler::new(1.0, 0.9, 0)?;
+                let t0 = Instant::now();
+                if cached {
+                    generate_cached(&model, &prompt, args.steps, &mut sampler, &device)?;
+                } else {
+                    generate_recompute(&model, &prompt, args.steps, &mut sampler, &device)?;
+                }
+                let per_token = t0.elapsed().as_secs_f64() * 1e3 / args.steps as f64;
+                report(mode, vec![per_token], batch);
+            }
+        }
+    }
+    if args.json {
+        for row in &rows {
+            println!("{row}");
+        }
+    } else {
+        println!("| mode | median ms | tokens/s | batch | seq_len | peak RSS MiB |\n|---|---:|---:|---:|---:|---:|");
+        for r in &rows {
+            println!(
+                "| {} | {:.2} | {:.0} | {} | {} | {:.0} |",
+                r["mode"].as_str().unwrap_or(""),
+                r["median_ms"].as_f64().unwrap_or(0.0),
+                r["tokens_per_s"].as_f64().unwrap_or(0.0),
+                batch,
+                n,
+                r["peak_rss_mib"].as_f64().unwrap_or(f64::NAN)
+            );
+        }
+    }
+    Ok(())
+}
