@@ -23,7 +23,7 @@ use hier_attn::rotary::{self, Layout};
 
 use crate::block::{Attention, HierarchicalBlock};
 use crate::error::InputError;
-use crate::generate::Sampler;
+use crate::generate::{prompt_shape, sample_rows, Sampler};
 use crate::merge::HierarchicalMerge;
 use crate::model::{check_vocabulary, HierarchicalTransformer};
 
@@ -365,18 +365,7 @@ pub fn generate_cached<B: Backend>(
     sampler: &mut Sampler,
     device: &B::Device,
 ) -> Result<Vec<Vec<i64>>, InputError> {
-    let batch = prompt.len();
-    let len = prompt.first().map(Vec::len).unwrap_or(0);
-    if batch == 0 || len == 0 {
-        return Err(InputError::TooShort { min: 1 });
-    }
-    if prompt.iter().any(|row| row.len() != len) {
-        return Err(InputError::Generation {
-            option: "prompt",
-            problem: "rows have different lengths".into(),
-        });
-    }
-    let vocab = model.spec().num_tokens;
+    let (batch, len) = prompt_shape(model, prompt)?;
     let mut cache = Cache::new(model, batch, device);
     let mut logits = None;
     for t in 0..len {
@@ -385,23 +374,7 @@ pub fn generate_cached<B: Backend>(
     }
     let mut out = vec![Vec::with_capacity(max_new_tokens); batch];
     for n in 0..max_new_tokens {
-        let values: Vec<f32> = logits
-            .take()
-            .expect("the prompt is not empty")
-            .into_data()
-            .convert::<f32>()
-            .to_vec()
-            .map_err(|e| InputError::Generation {
-                option: "logits",
-                problem: format!("{e:?}"),
-            })?;
-        let next: Vec<i64> = (0..batch)
-            .map(|b| {
-                sampler
-                    .sample(&values[b * vocab..(b + 1) * vocab])
-                    .map(|t| t as i64)
-            })
-            .collect::<Result<_, _>>()?;
+        let next = sample_rows(sampler, logits.take().expect("the prompt is not empty"))?;
         for (row, &token) in out.iter_mut().zip(&next) {
             row.push(token);
         }

@@ -77,6 +77,53 @@ impl Sampler {
     }
 }
 
+/// Check that `prompt` holds equal-length, non-empty rows of ids in the vocabulary; returns
+/// `(batch, length)`.
+pub fn prompt_shape<B: Backend>(
+    model: &HierarchicalTransformer<B>,
+    prompt: &[Vec<i64>],
+) -> Result<(usize, usize), InputError> {
+    let spec = model.spec();
+    let len = prompt.first().map(Vec::len).unwrap_or(0);
+    if len == 0 {
+        return Err(InputError::TooShort { min: 1 });
+    }
+    if prompt.iter().any(|row| row.len() != len) {
+        return Err(InputError::Generation {
+            option: "prompt",
+            problem: "rows have different lengths".into(),
+        });
+    }
+    for row in prompt {
+        check_vocabulary(row, spec.num_tokens, spec.ignore_index)?;
+    }
+    Ok((prompt.len(), len))
+}
+
+/// One sampled token per row of `logits` (`[batch, num_tokens]`).
+pub fn sample_rows<B: Backend>(
+    sampler: &mut Sampler,
+    logits: Tensor<B, 2>,
+) -> Result<Vec<i64>, InputError> {
+    let [batch, vocab] = logits.dims();
+    let values: Vec<f32> =
+        logits
+            .into_data()
+            .convert::<f32>()
+            .to_vec()
+            .map_err(|e| InputError::Generation {
+                option: "logits",
+                problem: format!("{e:?}"),
+            })?;
+    (0..batch)
+        .map(|b| {
+            sampler
+                .sample(&values[b * vocab..(b + 1) * vocab])
+                .map(|t| t as i64)
+        })
+        .collect()
+}
+
 /// Generate `max_new_tokens` after each prompt row, recomputing the whole (cropped) context
 /// for every token exactly as the reference does: once the context exceeds `seq_len` only its
 /// last `seq_len` tokens are fed, with positions restarting at 0.
@@ -89,41 +136,21 @@ pub fn generate_recompute<B: Backend>(
     sampler: &mut Sampler,
     device: &B::Device,
 ) -> Result<Vec<Vec<i64>>, InputError> {
-    let spec = model.spec();
-    let batch = prompt.len();
-    let len = prompt.first().map(Vec::len).unwrap_or(0);
-    if batch == 0 || len == 0 {
-        return Err(InputError::TooShort { min: 1 });
-    }
-    if prompt.iter().any(|row| row.len() != len) {
-        return Err(InputError::Generation {
-            option: "prompt",
-            problem: "rows have different lengths".into(),
-        });
-    }
-    for row in prompt {
-        check_vocabulary(row, spec.num_tokens, spec.ignore_index)?;
-    }
+    let (batch, len) = prompt_shape(model, prompt)?;
+    let (seq_len, vocab) = (model.spec().seq_len, model.spec().num_tokens);
     let mut out: Vec<Vec<i64>> = prompt.to_vec();
     for _ in 0..max_new_tokens {
         let total = out[0].len();
-        let start = total.saturating_sub(spec.seq_len);
+        let start = total.saturating_sub(seq_len);
         let n = total - start;
         let context: Vec<i64> = out.iter().flat_map(|row| row[start..].to_vec()).collect();
         let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(context, [batch, n]), device);
-        let logits = model.forward(ids)?.narrow(1, n - 1, 1); // [b, 1, V]
-        let values: Vec<f32> =
-            logits
-                .into_data()
-                .convert::<f32>()
-                .to_vec()
-                .map_err(|e| InputError::Generation {
-                    option: "logits",
-                    problem: format!("{e:?}"),
-                })?;
-        let vocab = spec.num_tokens;
-        for (b, row) in out.iter_mut().enumerate() {
-            row.push(sampler.sample(&values[b * vocab..(b + 1) * vocab])? as i64);
+        let logits = model
+            .forward(ids)?
+            .narrow(1, n - 1, 1)
+            .reshape([batch, vocab]);
+        for (row, token) in out.iter_mut().zip(sample_rows(sampler, logits)?) {
+            row.push(token);
         }
     }
     Ok(out.into_iter().map(|row| row[len..].to_vec()).collect())
