@@ -230,6 +230,20 @@ fn bad_input_is_a_clear_error() {
             .args(["--prompt-ids", "1,x"]),
     );
     assert!(e.contains("not an integer"), "{e}");
+    let generate = || {
+        let mut cmd = hier();
+        cmd.args(["generate", "--model"]).arg(fixture("flat"));
+        cmd
+    };
+    let e = run_err(generate().args(["--prompt", ""]));
+    assert!(e.contains("the prompt is empty"), "{e}");
+    use std::os::unix::ffi::OsStrExt;
+    let e = run_err(
+        generate()
+            .arg("--prompt")
+            .arg(std::ffi::OsStr::from_bytes(b"\xff\xfe")),
+    );
+    assert!(e.contains("invalid UTF-8"), "{e}");
     let e = run_err(
         hier()
             .args(["generate", "--model"])
