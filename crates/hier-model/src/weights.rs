@@ -282,7 +282,7 @@ pub fn from_safetensors(
 struct Loader<'a, B: Backend> {
     path: Path,
     tensors: &'a HashMap<String, HostTensor>,
-    used: Vec<String>,
+    used: std::collections::HashSet<String>,
     error: Option<LoadError>,
     device: B::Device,
 }
@@ -330,7 +330,7 @@ impl<B: Backend> ModuleMapper<B> for Loader<'_, B> {
             TensorData::new(found.values.clone(), found.shape.clone())
         };
         let tensor = Tensor::<B, D>::from_data(data, &self.device);
-        self.used.push(key);
+        self.used.insert(key);
         let id = param.id;
         param.transform_for_load(tensor, id)
     }
@@ -347,7 +347,7 @@ pub fn load_state_dict<B: Backend>(
     let mut loader = Loader {
         path: Path::default(),
         tensors,
-        used: Vec::new(),
+        used: Default::default(),
         error: None,
         device: device.clone(),
     };
@@ -379,11 +379,11 @@ pub fn load_state_dict<B: Backend>(
                 difference,
             });
         }
-        loader.used.push(key.clone());
+        loader.used.insert(key.clone());
     }
     let mut unexpected: Vec<String> = tensors
         .keys()
-        .filter(|k| !loader.used.contains(k))
+        .filter(|k| !loader.used.contains(*k))
         .cloned()
         .collect();
     if !unexpected.is_empty() {

@@ -7,7 +7,7 @@ use burn::backend::Flex;
 use burn::tensor::{Int, Tensor, TensorData};
 use hier_model::cache::{generate_cached, Cache};
 use hier_model::generate::{generate_recompute, Sampler};
-use hier_model::{model_dir, HierarchicalTransformer, HierarchicalTransformerConfig, PerHierarchy};
+use hier_model::{model_dir, HierarchicalTransformer};
 
 type B = Flex;
 
@@ -83,41 +83,12 @@ fn fixture_configurations() {
 
 #[test]
 fn hierarchy_stride_window_sweep() {
-    let windows: [Option<i64>; 3] = [None, Some(0), Some(3)];
-    for hierarchies in [vec![1, 2], vec![1, 4], vec![1, 2, 8], vec![2, 1]] {
-        for stride_mode in 0..3 {
-            for wi in 0..windows.len() {
-                let strides: Vec<usize> = hierarchies
-                    .iter()
-                    .map(|&c| match stride_mode {
-                        0 => 1,
-                        1 => (c / 2).max(1),
-                        _ => c,
-                    })
-                    .collect();
-                let mut config = HierarchicalTransformerConfig::new(17, 8, 2);
-                config.seq_len = 24;
-                config.heads = PerHierarchy::All(2);
-                config.dim_head = PerHierarchy::All(4);
-                config.hierarchies = PerHierarchy::Each(hierarchies.clone());
-                config.hierarchical_stride = PerHierarchy::Each(strides.clone());
-                config.window_sizes = PerHierarchy::Each(
-                    (0..hierarchies.len())
-                        .map(|i| windows[(wi + i) % 3])
-                        .collect(),
-                );
-                config.hierarchy_merge_all = stride_mode == 2 && wi == 1;
-                config.predict_use_all_hierarchy = stride_mode == 1 && wi == 2;
-                let model =
-                    HierarchicalTransformer::<B>::init(&config, 1, &Default::default()).unwrap();
-                check(
-                    &model,
-                    &format!(
-                        "hierarchies {hierarchies:?} strides {strides:?} windows {:?}",
-                        config.window_sizes
-                    ),
-                );
-            }
-        }
+    for config in common::sweep_configs() {
+        let model = HierarchicalTransformer::<B>::init(&config, 1, &Default::default()).unwrap();
+        let label = format!(
+            "hierarchies {:?} strides {:?} windows {:?}",
+            config.hierarchies, config.hierarchical_stride, config.window_sizes
+        );
+        check(&model, &label);
     }
 }

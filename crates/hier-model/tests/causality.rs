@@ -5,7 +5,7 @@ mod common;
 
 use burn::backend::Flex;
 use burn::tensor::{Int, Tensor, TensorData};
-use hier_model::{model_dir, HierarchicalTransformer, HierarchicalTransformerConfig, PerHierarchy};
+use hier_model::{model_dir, HierarchicalTransformer};
 
 type B = Flex;
 
@@ -62,41 +62,14 @@ fn fixture_configurations_are_causal() {
 
 #[test]
 fn hierarchy_stride_window_sweep_is_causal() {
-    let windows: [Option<i64>; 3] = [None, Some(0), Some(3)];
-    let mut checked = 0;
-    for hierarchies in [vec![1, 2], vec![1, 4], vec![1, 2, 8], vec![2, 1]] {
-        for stride_mode in 0..3 {
-            for (wi, window) in windows.iter().enumerate() {
-                // stride: all 1, half the factor, or the whole factor (predicting 1x keeps 1)
-                let strides: Vec<usize> = hierarchies
-                    .iter()
-                    .map(|&c| match stride_mode {
-                        0 => 1,
-                        1 => (c / 2).max(1),
-                        _ => c,
-                    })
-                    .collect();
-                let mut config = HierarchicalTransformerConfig::new(17, 8, 2);
-                config.seq_len = 24;
-                config.heads = PerHierarchy::All(2);
-                config.dim_head = PerHierarchy::All(4);
-                config.hierarchies = PerHierarchy::Each(hierarchies.clone());
-                config.hierarchical_stride = PerHierarchy::Each(strides.clone());
-                // vary the window per hierarchy so that mixed kinds meet
-                config.window_sizes = PerHierarchy::Each(
-                    (0..hierarchies.len())
-                        .map(|i| windows[(wi + i) % windows.len()])
-                        .collect(),
-                );
-                config.hierarchy_merge_all = stride_mode == 2 && wi == 1;
-                let model =
-                    HierarchicalTransformer::<B>::new(&config, &Default::default()).unwrap();
-                let label =
-                    format!("hierarchies {hierarchies:?} strides {strides:?} window {window:?}");
-                assert_causal(&model, 21, &label);
-                checked += 1;
-            }
-        }
+    let configs = common::sweep_configs();
+    assert_eq!(configs.len(), 36);
+    for config in configs {
+        let model = HierarchicalTransformer::<B>::init(&config, 1, &Default::default()).unwrap();
+        let label = format!(
+            "hierarchies {:?} strides {:?} windows {:?}",
+            config.hierarchies, config.hierarchical_stride, config.window_sizes
+        );
+        assert_causal(&model, 21, &label);
     }
-    assert_eq!(checked, 36);
 }

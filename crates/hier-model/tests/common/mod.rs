@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+use hier_model::{HierarchicalTransformerConfig, PerHierarchy};
 use safetensors::{Dtype, SafeTensors};
 
 pub const CASES: &[&str] = &[
@@ -74,4 +75,41 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .zip(b)
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
+}
+
+/// 36 small configs: hierarchies [1,2], [1,4], [1,2,8], [2,1] × strides (all 1, half the factor,
+/// the whole factor; the predicting 1x keeps 1) × windows rotating through null / 0 / 3 so that
+/// mixed attention kinds meet, with `hierarchy_merge_all` and `predict_use_all_hierarchy` mixed in.
+pub fn sweep_configs() -> Vec<HierarchicalTransformerConfig> {
+    let windows: [Option<i64>; 3] = [None, Some(0), Some(3)];
+    let mut out = Vec::new();
+    for hierarchies in [vec![1, 2], vec![1, 4], vec![1, 2, 8], vec![2, 1]] {
+        for stride_mode in 0..3 {
+            for wi in 0..windows.len() {
+                let strides = hierarchies
+                    .iter()
+                    .map(|&c| match stride_mode {
+                        0 => 1,
+                        1 => (c / 2).max(1),
+                        _ => c,
+                    })
+                    .collect();
+                let mut config = HierarchicalTransformerConfig::new(17, 8, 2);
+                config.seq_len = 24;
+                config.heads = PerHierarchy::All(2);
+                config.dim_head = PerHierarchy::All(4);
+                config.window_sizes = PerHierarchy::Each(
+                    (0..hierarchies.len())
+                        .map(|i| windows[(wi + i) % 3])
+                        .collect(),
+                );
+                config.hierarchies = PerHierarchy::Each(hierarchies.clone());
+                config.hierarchical_stride = PerHierarchy::Each(strides);
+                config.hierarchy_merge_all = stride_mode == 2 && wi == 1;
+                config.predict_use_all_hierarchy = stride_mode == 1 && wi == 2;
+                out.push(config);
+            }
+        }
+    }
+    out
 }
