@@ -73,18 +73,26 @@ impl Path {
     }
 }
 
+/// The `enter_module` / `exit_module` pair every visitor and mapper here uses to keep its
+/// [`Path`] (in a field named `path`) in step with Burn's traversal.
+macro_rules! track_path {
+    () => {
+        fn enter_module(&mut self, name: &str, container_type: &str) {
+            self.path.enter(name, container_type);
+        }
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            self.path.exit();
+        }
+    };
+}
+
 struct Collector {
     path: Path,
     tensors: BTreeMap<String, HostTensor>,
 }
 
 impl<B: Backend> ModuleVisitor<B> for Collector {
-    fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.path.enter(name, container_type);
-    }
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.exit();
-    }
+    track_path!();
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         let (key, linear_weight) = self.path.torch_key();
         let mut tensor = param.val();
@@ -163,12 +171,7 @@ struct Describer {
 }
 
 impl<B: Backend> ModuleVisitor<B> for Describer {
-    fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.path.enter(name, container_type);
-    }
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.exit();
-    }
+    track_path!();
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         let (key, linear_weight) = self.path.torch_key();
         let mut shape = param.lazy_shape().dims::<D>().to_vec();
@@ -288,12 +291,7 @@ struct Loader<'a, B: Backend> {
 }
 
 impl<B: Backend> ModuleMapper<B> for Loader<'_, B> {
-    fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.path.enter(name, container_type);
-    }
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.exit();
-    }
+    track_path!();
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
         if self.error.is_some() {
             return param;
@@ -400,12 +398,7 @@ struct GradCollector<'a, B: burn::tensor::backend::AutodiffBackend> {
 }
 
 impl<B: burn::tensor::backend::AutodiffBackend> ModuleVisitor<B> for GradCollector<'_, B> {
-    fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.path.enter(name, container_type);
-    }
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.exit();
-    }
+    track_path!();
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         let (key, linear_weight) = self.path.torch_key();
         let Some(mut grad) = param.val().grad(self.grads) else {
