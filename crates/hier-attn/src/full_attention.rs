@@ -3,8 +3,11 @@ use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{backend::Backend, Tensor};
 
-use crate::kernel::{host_mask, masked_softmax_attend, merge_heads, qkv_heads};
-use crate::rotary::{self, Layout};
+use crate::kernel::{
+    bias_values, masked_softmax_attend, merge_heads, qkv_projections, split_heads,
+};
+use crate::rotary::{self, Layout, Part};
+use crate::tables::{table, upload, TableKey};
 use crate::{RmsNorm, RmsNormConfig};
 
 /// Configuration of [`FullAttention`], the reference's `Attention`.
@@ -54,20 +57,23 @@ impl<B: Backend> FullAttention<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let device = x.device();
         let n = x.dims()[1];
-        let dh = self.dim_head;
-        let [q, k, v] = qkv_heads(self.to_qkv.forward(self.norm.forward(x)), self.heads);
+        let (h, dh) = (self.heads, self.dim_head);
+        let [q, k, v] = qkv_projections(self.norm.forward(x), &self.to_qkv); // [b, n, h * dh]
 
-        // [n, dh] tables broadcast over batch and heads
-        let (cos, sin) = rotary::cos_sin::<B>(dh, 0..n, Layout::Interleaved, &device);
-        let scale: Tensor<B, 4> = rotary::xpos_scale::<B>(dh, 0..n, n, &device).unsqueeze();
-        let (cos, sin): (Tensor<B, 4>, Tensor<B, 4>) = (cos.unsqueeze(), sin.unsqueeze());
-        let q = rotary::apply(q, cos.clone(), sin.clone(), Layout::Interleaved) * scale.clone();
-        let k = rotary::apply(k, cos, sin, Layout::Interleaved) / scale;
+        // rotary + xPos (+ the softmax scale on q) on contiguous rows, before the heads are
+        // split off as strided views
+        let rotation = rotary::rotation_matrix::<B>(dh, Layout::Interleaved, &device);
+        let (cos, sin) = rotary::full_attention_tables::<B>(n, h, dh, Part::Query, &device);
+        let q = split_heads(rotary::apply_frame(q, cos, sin, rotation.clone()), h);
+        let (cos, sin) = rotary::full_attention_tables::<B>(n, h, dh, Part::Key, &device);
+        let k = split_heads(rotary::apply_frame(k, cos, sin, rotation), h);
+        let v = split_heads(v, h);
 
-        let sim = q
-            .matmul(k.swap_dims(2, 3))
-            .mul_scalar((dh as f64).powf(-0.5)); // [b, h, n, n]
-        let causal = host_mask::<B, 2>([n, n], &device, |[i, j]| j > i).unsqueeze();
+        let sim = q.matmul(k.swap_dims(2, 3)); // [b, h, n, n]
+        let causal = table(TableKey::CausalBias { seq: n }, || {
+            bias_values([n, n], |[i, j]| j > i)
+        });
+        let causal = upload::<B, 1>(&causal, [n * n], &device);
         self.to_out
             .forward(merge_heads(masked_softmax_attend(sim, causal, v)))
     }

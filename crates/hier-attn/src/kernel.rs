@@ -1,36 +1,43 @@
 //! The attention arithmetic shared by full and local attention: masked softmax over keys.
 
-use burn::tensor::{activation::softmax, backend::Backend, Bool, Shape, Tensor, TensorData};
+use burn::nn::Linear;
+use burn::tensor::module::linear;
+use burn::tensor::{activation::softmax, backend::Backend, Tensor, TensorData};
 
 /// The reference masks with `-finfo(float32).max` (finite), never `-inf`: a row can never be all
 /// `-inf`, and masked keys get exactly zero weight after the softmax.
 pub const MASK_VALUE: f32 = f32::MIN;
 
-/// `softmax(masked(sim)) @ v` over the last axis of `sim`.
+/// `softmax(sim + bias) @ v` over the last axis of `sim`.
 ///
 /// * `sim`: `[..., queries, keys]` attention logits, already scaled.
-/// * `mask`: broadcastable to `sim`, true where a key must not be seen.
+/// * `bias`: `[frame]`, 0 where a key is seen and [`MASK_VALUE`] where it is masked, repeated over
+///   the leading elements of `sim` (`frame` is e.g. `queries · keys`). Adding `f32::MIN` to a
+///   logit gives exactly `f32::MIN`, so this equals the reference's `masked_fill`, and the add
+///   broadcasts as one shared row where a boolean mask would be expanded and copied.
 /// * `v`: `[..., keys, dim_head]`.
 pub fn masked_softmax_attend<B: Backend, const D: usize>(
     sim: Tensor<B, D>,
-    mask: Tensor<B, D, Bool>,
+    bias: Tensor<B, 1>,
     v: Tensor<B, D>,
 ) -> Tensor<B, D> {
-    let sim = sim.clone().mask_fill(mask.expand(sim.shape()), MASK_VALUE);
+    let dims = sim.dims();
+    let [frame] = bias.dims();
+    let rows = dims.iter().product::<usize>() / frame;
+    let sim = (sim.reshape([rows, frame]) + bias.unsqueeze()).reshape(dims);
     softmax(sim, D - 1).matmul(v)
 }
 
-/// A boolean mask `[shape]` built on the host from `masked(index)`.
-pub fn host_mask<B: Backend, const D: usize>(
+/// Additive mask values for `shape` (row-major): [`MASK_VALUE`] where `masked(index)`, else 0.
+pub fn bias_values<const D: usize>(
     shape: [usize; D],
-    device: &B::Device,
     masked: impl Fn([usize; D]) -> bool,
-) -> Tensor<B, D, Bool> {
+) -> Vec<f32> {
     let len: usize = shape.iter().product();
     let mut values = Vec::with_capacity(len);
     let mut index = [0usize; D];
     for _ in 0..len {
-        values.push(masked(index));
+        values.push(if masked(index) { MASK_VALUE } else { 0.0 });
         for axis in (0..D).rev() {
             index[axis] += 1;
             if index[axis] < shape[axis] {
@@ -39,7 +46,18 @@ pub fn host_mask<B: Backend, const D: usize>(
             index[axis] = 0;
         }
     }
-    Tensor::from_data(TensorData::new(values, Shape::new(shape)), device)
+    values
+}
+
+/// [`bias_values`] as a flat `[frame]` tensor for [`masked_softmax_attend`].
+pub fn host_bias<B: Backend, const D: usize>(
+    shape: [usize; D],
+    device: &B::Device,
+    masked: impl Fn([usize; D]) -> bool,
+) -> Tensor<B, 1> {
+    let values = bias_values(shape, masked);
+    let len = values.len();
+    Tensor::from_data(TensorData::new(values, [len]), device)
 }
 
 /// `[batch, seq, heads * dim_head] -> [batch, heads, seq, dim_head]`
@@ -54,6 +72,17 @@ pub fn qkv_heads<B: Backend>(qkv: Tensor<B, 3>, heads: usize) -> [Tensor<B, 4>; 
     let mut parts = qkv.chunk(3, 2).into_iter().map(|t| split_heads(t, heads));
     let mut next = || parts.next().expect("chunk(3) gives three parts");
     [next(), next(), next()]
+}
+
+/// The q, k and v projections of a fused `[dim, 3 · inner]` weight, each `[batch, seq, inner]`
+/// and contiguous. Slicing the small weight rather than the large output keeps the activations
+/// and their gradients contiguous, and skips the backward of `chunk` (zero-filled copies of the
+/// whole projection for each part).
+pub fn qkv_projections<B: Backend>(x: Tensor<B, 3>, to_qkv: &Linear<B>) -> [Tensor<B, 3>; 3] {
+    let w = to_qkv.weight.val();
+    let inner = w.dims()[1] / 3;
+    let project = |i: usize| linear(x.clone(), w.clone().narrow(1, i * inner, inner), None);
+    [project(0), project(1), project(2)]
 }
 
 /// `[batch, heads, seq, dim_head] -> [batch, seq, heads * dim_head]`
@@ -87,7 +116,7 @@ mod tests {
         let device = Default::default();
         let sim = Tensor::<Flex, 2>::from_floats([[1.0, 50.0], [1.0, 50.0]], &device);
         let v = Tensor::<Flex, 2>::from_floats([[1.0], [100.0]], &device);
-        let mask = host_mask::<Flex, 2>([2, 2], &device, |[i, j]| j > i);
+        let mask = host_bias::<Flex, 2>([2, 2], &device, |[i, j]| j > i);
         let out: Vec<f32> = masked_softmax_attend(sim, mask, v)
             .into_data()
             .to_vec()

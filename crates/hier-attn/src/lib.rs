@@ -10,6 +10,7 @@ mod layer_norm;
 mod local_attention;
 mod rms_norm;
 pub mod rotary;
+mod tables;
 
 pub use full_attention::{FullAttention, FullAttentionConfig};
 pub use layer_norm::{LayerNorm, LayerNormConfig};

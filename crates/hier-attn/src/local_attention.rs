@@ -3,8 +3,11 @@ use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{backend::Backend, Tensor};
 
-use crate::kernel::{host_mask, masked_softmax_attend, merge_heads, pad_end, qkv_heads};
+use crate::kernel::{
+    bias_values, masked_softmax_attend, merge_heads, pad_end, qkv_projections, split_heads,
+};
 use crate::rotary::{self, Layout};
+use crate::tables::{table, upload, TableKey};
 use crate::{LayerNorm, LayerNormConfig};
 
 /// Configuration of [`LocalAttention`], the reference's `LocalMHA(causal=True, prenorm=True)`.
@@ -56,7 +59,8 @@ impl LocalAttentionConfig {
 impl<B: Backend> LocalAttention<B> {
     /// `[batch, seq, dim] -> [batch, seq, dim]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let [q, k, v] = qkv_heads(self.to_qkv.forward(self.norm.forward(x)), self.heads);
+        let [q, k, v] =
+            qkv_projections(self.norm.forward(x), &self.to_qkv).map(|t| split_heads(t, self.heads));
         let out = local_causal_attention(q, k, v, self.window);
         self.to_out.forward(merge_heads(out))
     }
@@ -90,36 +94,34 @@ pub fn local_causal_attention<B: Backend>(
         };
         Tensor::cat(vec![prev, t], 3)
     };
-    let bq = to_blocks(q).mul_scalar((dh as f64).powf(-0.5));
+    let bq = to_blocks(q);
     let bk = look_around(to_blocks(k));
     let bv = look_around(to_blocks(v));
 
-    let (cos, sin) = rotary::cos_sin::<B>(dh, 0..2 * w, Layout::HalfSplit, &device);
-    let frame = |t: Tensor<B, 2>, from: usize| -> Tensor<B, 5> {
-        t.narrow(0, from, 2 * w - from).unsqueeze()
-    };
-    let bq = rotary::apply(
-        bq,
-        frame(cos.clone(), w),
-        frame(sin.clone(), w),
-        Layout::HalfSplit,
-    );
-    let bk = rotary::apply(bk, frame(cos, 0), frame(sin, 0), Layout::HalfSplit);
+    // frame positions: queries at w..2w (with the softmax scale), keys at 0..2w
+    let rotation = rotary::rotation_matrix::<B>(dh, Layout::HalfSplit, &device);
+    let (cos, sin) = rotary::local_attention_tables::<B>(w, dh, false, &device);
+    let bq = rotary::apply_frame(bq, cos, sin, rotation.clone());
+    let (cos, sin) = rotary::local_attention_tables::<B>(w, dh, true, &device);
+    let bk = rotary::apply_frame(bk, cos, sin, rotation);
 
     let sim = bq.matmul(bk.swap_dims(3, 4)); // [b, h, blocks, w, 2w]
-    let mask = host_mask::<B, 3>([blocks, w, 2 * w], &device, |[u, i, j]| {
-        let before_start = u == 0 && j < w;
-        let (q_pos, k_pos) = (u * w + i + w, u * w + j); // shifted by w to stay unsigned
-        before_start || k_pos > q_pos || q_pos > k_pos + w
+    let band = table(TableKey::LocalBias { blocks, window: w }, || {
+        bias_values([blocks, w, 2 * w], |[u, i, j]| {
+            let before_start = u == 0 && j < w;
+            let (q_pos, k_pos) = (u * w + i + w, u * w + j); // shifted by w to stay unsigned
+            before_start || k_pos > q_pos || q_pos > k_pos + w
+        })
     });
-    let out = masked_softmax_attend(sim, mask.unsqueeze(), bv); // [b, h, blocks, w, dh]
+    let band = upload::<B, 1>(&band, [blocks * w * 2 * w], &device);
+    let out = masked_softmax_attend(sim, band, bv); // [b, h, blocks, w, dh]
     out.reshape([b, h, padded, dh]).narrow(2, 0, n)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernel::host_mask;
+    use crate::kernel::host_bias;
     use burn::backend::Flex;
     use burn::tensor::Distribution;
 
@@ -139,8 +141,8 @@ mod tests {
             let q = rotary::apply(q, cos.clone(), sin.clone(), Layout::HalfSplit);
             let k = rotary::apply(k, cos, sin, Layout::HalfSplit);
             let sim = q.matmul(k.swap_dims(2, 3)).mul_scalar(8f64.powf(-0.5));
-            let band = host_mask::<Flex, 2>([n, n], &device, |[i, j]| j > i || i > j + w);
-            let dense = masked_softmax_attend(sim, band.unsqueeze(), v);
+            let band = host_bias::<Flex, 2>([n, n], &device, |[i, j]| j > i || i > j + w);
+            let dense = masked_softmax_attend(sim, band, v);
             blocked.into_data().assert_approx_eq::<f32>(
                 &dense.into_data(),
                 burn::tensor::Tolerance::absolute(1e-5),

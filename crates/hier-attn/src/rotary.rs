@@ -6,9 +6,13 @@
 //!   used without xPos by local attention.
 //!
 //! Tables are computed on the host in f32, the way the reference computes them (`t * inv_freq`
-//! in f32, then `cos`/`sin`), and uploaded once per call.
+//! in f32, then `cos`/`sin`). The attention layers use memoised tables with the xPos and softmax
+//! scales folded in ([`full_attention_tables`], [`local_attention_tables`]) and rotate contiguous
+//! rows with [`apply_frame`].
 
 use burn::tensor::{backend::Backend, Tensor, TensorData};
+
+use crate::tables::{table, upload, TableKey};
 
 /// The xPos decay base of the reference (`xpos_scale_base=512`).
 pub const XPOS_SCALE_BASE: f32 = 512.0;
@@ -73,9 +77,14 @@ pub fn xpos_scale<B: Backend>(
     device: &B::Device,
 ) -> Tensor<B, 2> {
     let n = positions.len();
+    let out = xpos_values(dim_head, positions, seq_len);
+    Tensor::from_data(TensorData::new(out, [n, dim_head]), device)
+}
+
+fn xpos_values(dim_head: usize, positions: std::ops::Range<usize>, seq_len: usize) -> Vec<f32> {
     let d = dim_head as f32;
     let centre = (seq_len / 2) as f32;
-    let mut out = Vec::with_capacity(n * dim_head);
+    let mut out = Vec::with_capacity(positions.len() * dim_head);
     for t in positions {
         let power = (t as f32 - centre) / XPOS_SCALE_BASE;
         for c in 0..dim_head {
@@ -83,7 +92,7 @@ pub fn xpos_scale<B: Backend>(
             out.push(base.powf(power));
         }
     }
-    Tensor::from_data(TensorData::new(out, [n, dim_head]), device)
+    out
 }
 
 /// The partner of every feature with the sign of the rotation: interleaved `(x0, x1) -> (-x1, x0)`,
@@ -114,6 +123,156 @@ pub fn apply<B: Backend, const D: usize>(
     layout: Layout,
 ) -> Tensor<B, D> {
     x.clone() * cos + rotate_half(x, layout) * sin
+}
+
+/// The signed permutation `P` (`[dim_head, dim_head]`) with `x @ P == rotate_half(x)`.
+///
+/// A matmul by a constant is how the rotation runs on contiguous rows: the slicing and
+/// concatenation of [`rotate_half`] walk strided views element by element on CPU backends.
+pub fn rotation_matrix<B: Backend>(
+    dim_head: usize,
+    layout: Layout,
+    device: &B::Device,
+) -> Tensor<B, 2> {
+    let half_split = layout == Layout::HalfSplit;
+    let p = table(
+        TableKey::Rotation {
+            dim_head,
+            half_split,
+        },
+        || {
+            let mut p = vec![0.0; dim_head * dim_head];
+            let mut set = |from: usize, to: usize, sign: f32| p[from * dim_head + to] = sign;
+            for i in 0..dim_head / 2 {
+                // (x @ P)[to] = sign * x[from]
+                let (a, b) = match layout {
+                    Layout::Interleaved => (2 * i, 2 * i + 1),
+                    Layout::HalfSplit => (i, i + dim_head / 2),
+                };
+                set(b, a, -1.0);
+                set(a, b, 1.0);
+            }
+            p
+        },
+    );
+    upload(&p, [dim_head, dim_head], device)
+}
+
+/// `x * cos + rotate_half(x) * sin` where the 1-D tables `cos` and `sin` (`[frame]`, a multiple
+/// of `dim_head`) repeat over the leading elements of `x`, e.g. `[seq · features]` for a
+/// `[batch, seq, features]` stream. Scales (xPos, `dim_head^-0.5`) can be folded into the tables.
+pub fn apply_frame<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    cos: Tensor<B, 1>,
+    sin: Tensor<B, 1>,
+    rotation: Tensor<B, 2>,
+) -> Tensor<B, D> {
+    let dims = x.dims();
+    let [frame] = cos.dims();
+    let dim_head = rotation.dims()[0];
+    let numel: usize = dims.iter().product();
+    // rows of one frame each: the tables broadcast as one shared row
+    let x = x.reshape([numel / frame, frame]);
+    let partner = x
+        .clone()
+        .reshape([numel / dim_head, dim_head])
+        .matmul(rotation)
+        .reshape([numel / frame, frame]);
+    (x * cos.unsqueeze() + partner * sin.unsqueeze()).reshape(dims)
+}
+
+/// Which projection a table of [`full_attention_tables`] rotates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Part {
+    /// Times the xPos scale and `dim_head^-0.5`.
+    Query,
+    /// Divided by the xPos scale.
+    Key,
+}
+
+/// Full attention's interleaved rotation with xPos for a `[batch, seq, heads · dim_head]` query
+/// or key projection: `[seq · heads · dim_head]` cos and sin tables for [`apply_frame`].
+pub fn full_attention_tables<B: Backend>(
+    seq: usize,
+    heads: usize,
+    dim_head: usize,
+    part: Part,
+    device: &B::Device,
+) -> (Tensor<B, 1>, Tensor<B, 1>) {
+    let build = |sin: bool| {
+        let angles = angles(dim_head, 0..seq, Layout::Interleaved);
+        let scale = xpos_values(dim_head, 0..seq, seq);
+        let softmax_scale = (dim_head as f32).powf(-0.5);
+        let mut out = Vec::with_capacity(seq * heads * dim_head);
+        for t in 0..seq {
+            let row = t * dim_head..(t + 1) * dim_head;
+            let values: Vec<f32> = angles[row.clone()]
+                .iter()
+                .zip(&scale[row])
+                .map(|(a, s)| {
+                    let r = if sin { a.sin() } else { a.cos() };
+                    match part {
+                        Part::Query => r * s * softmax_scale,
+                        Part::Key => r / s,
+                    }
+                })
+                .collect();
+            for _ in 0..heads {
+                out.extend_from_slice(&values);
+            }
+        }
+        out
+    };
+    let key = |sin| TableKey::FullRotary {
+        seq,
+        heads,
+        dim_head,
+        query: part == Part::Query,
+        sin,
+    };
+    let shape = [seq * heads * dim_head];
+    (
+        upload(&table(key(false), || build(false)), shape, device),
+        upload(&table(key(true), || build(true)), shape, device),
+    )
+}
+
+/// Local attention's half-split tables for one two-block frame: queries sit at frame positions
+/// `w..2w` (with `dim_head^-0.5` folded in), keys at `0..2w`. `[w · dim_head]` or
+/// `[2w · dim_head]`.
+pub fn local_attention_tables<B: Backend>(
+    window: usize,
+    dim_head: usize,
+    keys: bool,
+    device: &B::Device,
+) -> (Tensor<B, 1>, Tensor<B, 1>) {
+    let positions = if keys {
+        0..2 * window
+    } else {
+        window..2 * window
+    };
+    let len = positions.len() * dim_head;
+    let scale = if keys {
+        1.0
+    } else {
+        (dim_head as f32).powf(-0.5)
+    };
+    let build = |sin: bool| {
+        angles(dim_head, positions.clone(), Layout::HalfSplit)
+            .iter()
+            .map(|a| scale * if sin { a.sin() } else { a.cos() })
+            .collect()
+    };
+    let key = |sin| TableKey::LocalRotary {
+        window,
+        dim_head,
+        keys,
+        sin,
+    };
+    (
+        upload(&table(key(false), || build(false)), [len], device),
+        upload(&table(key(true), || build(true)), [len], device),
+    )
 }
 
 #[cfg(test)]
@@ -155,6 +314,48 @@ mod tests {
             };
             assert!((dot(5, 2) - dot(13, 10)).abs() < 1e-5);
             assert!((dot(5, 2) - dot(2, 5)).abs() > 1e-3);
+        }
+    }
+
+    #[test]
+    fn rotation_matrix_is_rotate_half() {
+        let device = Default::default();
+        let x = Tensor::<Flex, 2>::random([5, 8], burn::tensor::Distribution::Default, &device);
+        for layout in [Layout::Interleaved, Layout::HalfSplit] {
+            let p = rotation_matrix::<Flex>(8, layout, &device);
+            assert_eq!(
+                values(x.clone().matmul(p)),
+                values(rotate_half(x.clone(), layout))
+            );
+        }
+    }
+
+    #[test]
+    fn full_tables_fold_xpos_and_scale_into_one_rotation() {
+        // the row-wise path against rotating per head, then scaling
+        let device = Default::default();
+        let (b, n, h, dh) = (2, 6, 3, 4);
+        let x =
+            Tensor::<Flex, 3>::random([b, n, h * dh], burn::tensor::Distribution::Default, &device);
+        let p = rotation_matrix::<Flex>(dh, Layout::Interleaved, &device);
+        let heads = |t: Tensor<Flex, 3>| t.reshape([b, n, h, dh]).swap_dims(1, 2);
+        let (c, s) = cos_sin::<Flex>(dh, 0..n, Layout::Interleaved, &device);
+        let (c, s): (Tensor<Flex, 4>, Tensor<Flex, 4>) = (c.unsqueeze(), s.unsqueeze());
+        let scale: Tensor<Flex, 4> = xpos_scale::<Flex>(dh, 0..n, n, &device).unsqueeze();
+        let rotated = apply(heads(x.clone()), c, s, Layout::Interleaved);
+        for (part, expected) in [
+            (
+                Part::Query,
+                rotated.clone() * scale.clone() * (dh as f32).powf(-0.5),
+            ),
+            (Part::Key, rotated / scale),
+        ] {
+            let (cos, sin) = full_attention_tables::<Flex>(n, h, dh, part, &device);
+            let rows = apply_frame(x.clone(), cos, sin, p.clone());
+            heads(rows).into_data().assert_approx_eq::<f32>(
+                &expected.into_data(),
+                burn::tensor::Tolerance::absolute(1e-6),
+            );
         }
     }
 

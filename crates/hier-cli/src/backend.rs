@@ -29,3 +29,27 @@ pub type Device = <Backend as burn::tensor::backend::BackendTypes>::Device;
 pub fn device() -> Device {
     Default::default()
 }
+
+/// `n` devices for data-parallel training: the first `n` GPUs, or the CPU `n` times (one
+/// replica per thread).
+pub fn devices(n: usize) -> Vec<Device> {
+    (0..n).map(nth_device).collect()
+}
+
+#[cfg(feature = "cuda")]
+fn nth_device(i: usize) -> Device {
+    burn::backend::cuda::CudaDevice::new(i)
+}
+
+#[cfg(all(feature = "wgpu", not(feature = "cuda")))]
+fn nth_device(i: usize) -> Device {
+    match i {
+        0 => Default::default(),
+        i => burn::backend::wgpu::WgpuDevice::DiscreteGpu(i),
+    }
+}
+
+#[cfg(not(any(feature = "cuda", feature = "wgpu")))]
+fn nth_device(_: usize) -> Device {
+    Default::default()
+}

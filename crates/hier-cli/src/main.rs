@@ -33,6 +33,8 @@ enum Command {
     Data(commands::data::Args),
     /// Train several configs on the same data and seed; table and plot of validation bpc.
     Compare(commands::compare::Args),
+    /// Serve the gradient all-reduce of a multi-node training run (`hier train --nodes`).
+    Orchestrator(commands::orchestrator::Args),
     /// Time training steps, inference and generation (cached and recomputed); peak memory.
     Bench(commands::bench::Args),
 }
@@ -48,6 +50,7 @@ fn main() {
         Command::Data(args) => commands::data::run(args),
         Command::Compare(args) => commands::compare::run(args),
         Command::Bench(args) => commands::bench::run(args),
+        Command::Orchestrator(args) => commands::orchestrator::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

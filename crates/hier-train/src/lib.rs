@@ -1,6 +1,6 @@
 //! hier-train: byte-level datasets, the training loop (Adam, warm-up + cosine, global-norm
 //! clipping, gradient accumulation), evaluation in bits per character, atomic checkpoints and
-//! bit-exact resume. Generic over `B: AutodiffBackend`.
+//! bit-exact resume, data parallelism over devices and nodes. Generic over `B: AutodiffBackend`.
 
 pub mod checkpoint;
 pub mod clip;
@@ -10,6 +10,7 @@ pub mod enwik8;
 pub mod eval;
 pub mod metrics;
 pub mod options;
+pub mod parallel;
 pub mod presets;
 pub mod progress;
 pub mod schedule;
@@ -17,4 +18,5 @@ pub mod trainer;
 
 pub use data::{Corpus, DataError, Split};
 pub use options::{TrainConfig, TrainOptions};
-pub use trainer::{train, Control, Start, TrainError, TrainOutcome};
+pub use parallel::{Cluster, ParallelError};
+pub use trainer::{train, train_parallel, Control, Start, TrainError, TrainOutcome};

@@ -6,7 +6,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 pub enum Progress {
     Bar(ProgressBar),
-    Lines { every: u64, total: u64 },
+    Lines {
+        every: u64,
+        total: u64,
+    },
+    /// Nothing: the data-parallel replicas other than rank 0.
+    Silent,
 }
 
 impl Progress {
@@ -43,6 +48,7 @@ impl Progress {
                     eprintln!("step {step}/{total} {status}");
                 }
             }
+            Progress::Silent => {}
         }
     }
 
@@ -51,6 +57,7 @@ impl Progress {
         match self {
             Progress::Bar(bar) => bar.println(line),
             Progress::Lines { .. } => eprintln!("{line}"),
+            Progress::Silent => {}
         }
     }
 

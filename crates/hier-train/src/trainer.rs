@@ -23,6 +23,7 @@ use crate::clip::clip_global_norm;
 use crate::data::{random_crops, Corpus, DataError, Split};
 use crate::metrics::{MetricsLog, Record, StepMetrics, ValidMetrics};
 use crate::options::{OptionsError, TrainConfig};
+use crate::parallel::{Cluster, ParallelError, Peer};
 use crate::progress::Progress;
 use crate::schedule::learning_rate;
 
@@ -46,6 +47,8 @@ pub enum TrainError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Parallel(#[from] crate::parallel::ParallelError),
     #[error("the loss became {value} at step {step}; stopped without saving, the last good checkpoint (step {last_checkpoint}) is kept — lower the learning rate or check the data")]
     NonFinite {
         step: u64,
@@ -88,7 +91,7 @@ pub struct Control<'a> {
     pub stop_at: Option<u64>,
 }
 
-/// Train `config` on `corpus` into `run_dir`.
+/// Train `config` on `corpus` into `run_dir` on one device.
 pub fn train<B: AutodiffBackend>(
     config: &TrainConfig,
     corpus: &Corpus,
@@ -97,6 +100,76 @@ pub fn train<B: AutodiffBackend>(
     device: &B::Device,
     control: &Control,
 ) -> Result<TrainOutcome, TrainError> {
+    run::<B>(config, corpus, run_dir, &start, device, control, None)
+}
+
+/// Data-parallel training: one replica per entry of `devices` (a thread each) and, with
+/// `cluster`, per node. `batch_size` is per replica; replica `r` of `world` draws the crops
+/// that micro-batch `r * grad_accum + k` would draw on one device, so `world` replicas with
+/// `grad_accum` `a` see the batches of one device with `grad_accum` `world * a`. Global rank 0
+/// validates, samples and writes the run directory.
+pub fn train_parallel<B: AutodiffBackend>(
+    config: &TrainConfig,
+    corpus: &Corpus,
+    run_dir: &Path,
+    start: Start,
+    devices: &[B::Device],
+    cluster: Option<&Cluster>,
+    control: &Control,
+) -> Result<TrainOutcome, TrainError> {
+    if devices.len() == 1 && cluster.is_none() {
+        return train::<B>(config, corpus, run_dir, start, &devices[0], control);
+    }
+    if devices.is_empty() {
+        return Err(ParallelError::NoDevices.into());
+    }
+    if let Some(cluster) = cluster {
+        // fail here, not in one replica while the others wait for it
+        cluster.config(devices.len())?;
+    }
+    let start = &start;
+    let results: Vec<Result<TrainOutcome, TrainError>> = std::thread::scope(|s| {
+        let replicas: Vec<_> = devices
+            .iter()
+            .enumerate()
+            .map(|(r, device)| {
+                s.spawn(move || {
+                    let peer = Peer::join::<B::InnerBackend>(r, devices.len(), cluster, device)?;
+                    let out =
+                        run::<B>(config, corpus, run_dir, start, device, control, Some(&peer));
+                    peer.finish::<B::InnerBackend>()?;
+                    out
+                })
+            })
+            .collect();
+        replicas
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    // rank 0's error says why; the others only say that they stopped with it
+    let mut results = results.into_iter();
+    let first = results.next().expect("at least one device");
+    match first {
+        Err(e) => Err(e),
+        Ok(outcome) => results.find_map(Result::err).map_or(Ok(outcome), Err),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run<B: AutodiffBackend>(
+    config: &TrainConfig,
+    corpus: &Corpus,
+    run_dir: &Path,
+    start: &Start,
+    device: &B::Device,
+    control: &Control,
+    peer: Option<&Peer>,
+) -> Result<TrainOutcome, TrainError> {
+    // rank 0 (or the only replica) writes the run directory and reports
+    let writer = peer.is_none_or(|p| p.rank == 0);
+    let world = peer.map_or(1, |p| p.world);
+    let rank = peer.map_or(0, |p| p.rank);
     let spec = config.model.validate()?;
     let o = &config.train;
     o.validate()?;
@@ -105,13 +178,17 @@ pub fn train<B: AutodiffBackend>(
         path: run_dir.display().to_string(),
         source,
     };
-    std::fs::create_dir_all(run_dir).map_err(io)?;
+    if writer {
+        std::fs::create_dir_all(run_dir).map_err(io)?;
+    }
 
     let adam = AdamConfig::new().with_epsilon(1e-8);
     let (mut model, mut optim, first_step) = match start {
         Start::New => {
             let model = Model::<B>::init(&config.model, o.seed, device)?;
-            checkpoint::write_train_config(run_dir, config)?;
+            if writer {
+                checkpoint::write_train_config(run_dir, config)?;
+            }
             (model, adam.init::<B, Model<B>>(), 0)
         }
         Start::Resume => {
@@ -121,20 +198,30 @@ pub fn train<B: AutodiffBackend>(
             (model, optim, state.step)
         }
     };
-    let mut metrics = MetricsLog::open(run_dir, Some(first_step)).map_err(io)?;
+    let mut metrics = match writer {
+        true => Some(MetricsLog::open(run_dir, Some(first_step)).map_err(io)?),
+        false => None,
+    };
     let train_data = corpus.split(Split::Train)?;
     let valid_data = corpus.split(Split::Valid)?;
     let crop = spec.seq_len + 1;
-    let tokens_per_step = (o.batch_size * o.grad_accum * spec.seq_len) as f64;
+    let tokens_per_step = (world * o.batch_size * o.grad_accum * spec.seq_len) as f64;
 
-    let progress = Progress::new(first_step, o.max_steps, 10);
+    let progress = match writer {
+        true => Progress::new(first_step, o.max_steps, 10),
+        false => Progress::Silent,
+    };
     progress.println(&format!(
-        "training {} parameters on {} ({} train / {} valid bytes), steps {first_step}..{}",
+        "training {} parameters on {} ({} train / {} valid bytes), steps {first_step}..{}{}",
         burn::module::Module::num_params(&model),
         corpus.name(),
         train_data.len(),
         valid_data.len(),
-        o.max_steps
+        o.max_steps,
+        match world {
+            1 => String::new(),
+            w => format!(", {w} data-parallel replicas"),
+        }
     ));
     let started = Instant::now();
     let mut last_valid = None;
@@ -149,7 +236,8 @@ pub fn train<B: AutodiffBackend>(
             ablate_hierarchical_merge: o.ablate_hierarchical_merge,
         };
         for micro in 0..o.grad_accum {
-            let ids = random_crops(train_data, crop, o.batch_size, o.seed, step, micro as u64);
+            let micro = (rank * o.grad_accum + micro) as u64;
+            let ids = random_crops(train_data, crop, o.batch_size, o.seed, step, micro);
             let ids =
                 Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [o.batch_size, crop]), device);
             let losses = model.forward_loss_with(ids, options)?;
@@ -167,6 +255,17 @@ pub fn train<B: AutodiffBackend>(
             let grads = losses.total.div_scalar(o.grad_accum as f64).backward();
             accumulator.accumulate(&model, GradientsParams::from_grads(grads, &model));
         }
+        let mut grads = accumulator.grads();
+        let mut interrupted_here = control.interrupt.is_some_and(|f| f.load(Ordering::SeqCst));
+        if let Some(peer) = peer {
+            // the same losses, gradients and stop decision on every replica
+            grads = peer.mean_gradients(&model, grads)?;
+            let mut values = sums.to_vec();
+            values.push(interrupted_here as u8 as f64);
+            let mean = peer.mean::<B::InnerBackend>(&values, device)?;
+            sums.copy_from_slice(&mean[..6]);
+            interrupted_here = mean[6] > 0.0;
+        }
         if !sums[0].is_finite() {
             progress.finish();
             return Err(TrainError::NonFinite {
@@ -175,7 +274,6 @@ pub fn train<B: AutodiffBackend>(
                 last_checkpoint,
             });
         }
-        let mut grads = accumulator.grads();
         let grad_norm = clip_global_norm::<B, _>(&model, &mut grads, o.clip_grad_norm);
         let lr = learning_rate(o, step);
         model = optim.step(lr, model, grads);
@@ -194,47 +292,37 @@ pub fn train<B: AutodiffBackend>(
             grad_norm,
             tokens_per_s,
         };
-        metrics.write(&Record::Train(record)).map_err(io)?;
-        progress.step(
-            step,
-            &format!(
-                "loss {:.4} ce {:.4} lr {lr:.2e} |g| {grad_norm:.3} {tokens_per_s:.0} tok/s",
-                sums[0], sums[1]
-            ),
-        );
-
         let last = step == o.max_steps;
-        if step % o.validate_every == 0 || last {
-            let (loss, bpc) = validate(&model.valid(), valid_data, crop, o, device)?;
-            let elapsed_s = started.elapsed().as_secs_f64();
-            let record = ValidMetrics {
-                step,
-                valid_loss: loss,
-                valid_bpc: bpc,
-                elapsed_s,
-            };
-            metrics.write(&Record::Valid(record)).map_err(io)?;
-            progress.println(&format!(
-                "step {step}: validation loss {loss:.4}, {bpc:.4} bits per character"
-            ));
-            last_valid = Some((loss, bpc));
-        }
-        if o.sample_every > 0 && (step % o.sample_every == 0 || last) {
-            let text = sample(
-                &model.valid(),
-                valid_data,
-                o.sample_prime,
-                o.sample_len,
-                o.seed ^ step,
-                device,
-            )?;
-            progress.println(&format!("step {step} sample:\n{text}\n"));
-        }
-        interrupted = control.interrupt.is_some_and(|f| f.load(Ordering::SeqCst));
+        interrupted = interrupted_here;
         let pause = control.stop_at == Some(step);
-        if step % o.checkpoint_every == 0 || last || interrupted || pause {
-            checkpoint::save::<B, _, _>(run_dir, &model, &optim, step)?;
-            model_dir::save(&model.valid(), run_dir)?;
+        let report = match &mut metrics {
+            Some(metrics) => {
+                let ctx = Report {
+                    run_dir,
+                    valid_data,
+                    crop,
+                    device,
+                    progress: &progress,
+                    started,
+                };
+                let checkpoint =
+                    step.is_multiple_of(o.checkpoint_every) || last || interrupted || pause;
+                ctx.after_step(&model, &optim, metrics, record, o, checkpoint)
+            }
+            None => Ok(None),
+        };
+        if let Some(peer) = peer {
+            // a failed report on rank 0 must stop every replica, not leave them waiting
+            let failed = peer.mean::<B::InnerBackend>(&[report.is_err() as u8 as f64], device)?;
+            if failed[0] > 0.0 && report.is_ok() {
+                return Err(ParallelError::PeerFailed.into());
+            }
+        }
+        let report = report?;
+        if report.is_some() {
+            last_valid = report;
+        }
+        if step.is_multiple_of(o.checkpoint_every) || last || interrupted || pause {
             last_checkpoint = step;
         }
         if interrupted || pause {
@@ -258,6 +346,76 @@ pub fn train<B: AutodiffBackend>(
         },
         interrupted,
     })
+}
+
+/// What rank 0 does after a step: metrics, progress, validation, sample, checkpoint.
+struct Report<'a, B: AutodiffBackend> {
+    run_dir: &'a Path,
+    valid_data: &'a [u8],
+    crop: usize,
+    device: &'a B::Device,
+    progress: &'a Progress,
+    started: Instant,
+}
+
+impl<B: AutodiffBackend> Report<'_, B> {
+    /// Returns the validation (loss, bpc) when one ran.
+    fn after_step<O: burn::optim::Optimizer<Model<B>, B>>(
+        &self,
+        model: &Model<B>,
+        optim: &O,
+        metrics: &mut MetricsLog,
+        record: StepMetrics,
+        o: &crate::options::TrainOptions,
+        checkpoint: bool,
+    ) -> Result<Option<(f64, f64)>, TrainError> {
+        let io = |source| TrainError::Io {
+            path: self.run_dir.display().to_string(),
+            source,
+        };
+        let step = record.step;
+        metrics.write(&Record::Train(record.clone())).map_err(io)?;
+        self.progress.step(
+            step,
+            &format!(
+                "loss {:.4} ce {:.4} lr {:.2e} |g| {:.3} {:.0} tok/s",
+                record.loss, record.ce_loss, record.lr, record.grad_norm, record.tokens_per_s
+            ),
+        );
+        let last = step == o.max_steps;
+        let mut valid = None;
+        if step.is_multiple_of(o.validate_every) || last {
+            let (loss, bpc) = validate(&model.valid(), self.valid_data, self.crop, o, self.device)?;
+            let record = ValidMetrics {
+                step,
+                valid_loss: loss,
+                valid_bpc: bpc,
+                elapsed_s: self.started.elapsed().as_secs_f64(),
+            };
+            metrics.write(&Record::Valid(record)).map_err(io)?;
+            self.progress.println(&format!(
+                "step {step}: validation loss {loss:.4}, {bpc:.4} bits per character"
+            ));
+            valid = Some((loss, bpc));
+        }
+        if o.sample_every > 0 && (step.is_multiple_of(o.sample_every) || last) {
+            let text = sample(
+                &model.valid(),
+                self.valid_data,
+                o.sample_prime,
+                o.sample_len,
+                o.seed ^ step,
+                self.device,
+            )?;
+            self.progress
+                .println(&format!("step {step} sample:\n{text}\n"));
+        }
+        if checkpoint {
+            checkpoint::save::<B, _, _>(self.run_dir, model, optim, step)?;
+            model_dir::save(&model.valid(), self.run_dir)?;
+        }
+        Ok(valid)
+    }
 }
 
 /// Mean cross-entropy over `batches` fixed random crops of the validation split (the same crops

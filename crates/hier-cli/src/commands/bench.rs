@@ -9,9 +9,10 @@ use clap::ValueEnum;
 use hier_model::cache::generate_cached;
 use hier_model::generate::{generate_recompute, Sampler};
 use hier_model::{HierarchicalTransformer, HierarchicalTransformerConfig};
+use hier_train::parallel::Peer;
 use hier_train::presets::{preset, NAMES};
 
-use crate::backend::{device, Backend};
+use crate::backend::{device, devices, Backend};
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Mode {
@@ -42,6 +43,11 @@ pub struct Args {
     /// Untimed steps first.
     #[arg(long, default_value_t = 2)]
     warmup: usize,
+    /// Train mode: data-parallel replicas (threads on the CPU, GPUs otherwise), each taking
+    /// `--batch / --devices` rows; gradients are averaged before the Adam step, as in
+    /// `hier train --devices`.
+    #[arg(long, default_value_t = 1)]
+    devices: usize,
     /// One JSON object per line and mode instead of a table.
     #[arg(long)]
     json: bool,
@@ -86,6 +92,70 @@ fn time(warmup: usize, steps: usize, mut f: impl FnMut(usize) -> Result<()>) -> 
     Ok(out)
 }
 
+type Ad = Autodiff<Backend>;
+
+/// One replica's training steps: `rows` random crops each, gradients averaged with the other
+/// replicas when `peer` is given; milliseconds per step.
+fn replica_steps(
+    config: &HierarchicalTransformerConfig,
+    args: &Args,
+    rows: usize,
+    device: &crate::backend::Device,
+    peer: Option<&Peer>,
+) -> Result<Vec<f64>> {
+    let spec = config.validate()?;
+    let (n, vocab) = (spec.seq_len, spec.num_tokens);
+    let mut model = HierarchicalTransformer::<Ad>::init(config, 0, device)?;
+    let mut optim = AdamConfig::new().with_epsilon(1e-8).init::<Ad, _>();
+    let rank = peer.map_or(0, |p| p.rank);
+    time(args.warmup, args.steps, |i| {
+        let ids = random_ids(rows, n + 1, vocab, (i * args.devices + rank) as u64);
+        let ids = Tensor::<Ad, 2, Int>::from_data(TensorData::new(ids, [rows, n + 1]), device);
+        let grads = model.forward_loss(ids)?.total.backward();
+        let mut grads = GradientsParams::from_grads(grads, &model);
+        if let Some(peer) = peer {
+            grads = peer.mean_gradients(&model, grads)?;
+        }
+        model = optim.step(1e-4, model.clone(), grads);
+        Ok(())
+    })
+}
+
+fn train_step_times(config: &HierarchicalTransformerConfig, args: &Args) -> Result<Vec<f64>> {
+    if args.devices <= 1 {
+        return replica_steps(config, args, args.batch, &device(), None);
+    }
+    if !args.batch.is_multiple_of(args.devices) {
+        bail!(
+            "--batch {} must be a multiple of --devices {}",
+            args.batch,
+            args.devices
+        );
+    }
+    let rows = args.batch / args.devices;
+    let devices = devices(args.devices);
+    let times: Vec<Result<Vec<f64>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = devices
+            .iter()
+            .enumerate()
+            .map(|(r, device)| {
+                s.spawn(move || {
+                    let peer = Peer::join::<Backend>(r, args.devices, None, device)?;
+                    let ms = replica_steps(config, args, rows, device, Some(&peer));
+                    peer.finish::<Backend>()?;
+                    ms
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    // every step ends in the all-reduce, so rank 0's times are the steps' times
+    times.into_iter().next().expect("at least two replicas")
+}
+
 pub fn run(args: Args) -> Result<()> {
     let config = match (&args.config, &args.preset) {
         (Some(path), _) => {
@@ -128,22 +198,7 @@ pub fn run(args: Args) -> Result<()> {
     };
     match args.mode {
         Mode::Train => {
-            let mut model =
-                HierarchicalTransformer::<Autodiff<Backend>>::init(&config, 0, &device)?;
-            let mut optim = AdamConfig::new()
-                .with_epsilon(1e-8)
-                .init::<Autodiff<Backend>, _>();
-            let ms = time(args.warmup, args.steps, |i| {
-                let ids = random_ids(batch, n + 1, vocab, i as u64);
-                let ids = Tensor::<Autodiff<Backend>, 2, Int>::from_data(
-                    TensorData::new(ids, [batch, n + 1]),
-                    &device,
-                );
-                let grads = model.forward_loss(ids)?.total.backward();
-                let grads = GradientsParams::from_grads(grads, &model);
-                model = optim.step(1e-4, model.clone(), grads);
-                Ok(())
-            })?;
+            let ms = train_step_times(&config, &args)?;
             report("train", ms, batch * n);
         }
         Mode::Infer => {

@@ -5,4 +5,5 @@ pub mod eval;
 pub mod forward;
 pub mod generate;
 pub mod init;
+pub mod orchestrator;
 pub mod train;

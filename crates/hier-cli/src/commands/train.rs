@@ -7,9 +7,9 @@ use burn::backend::Autodiff;
 use hier_model::HierarchicalTransformerConfig;
 use hier_train::checkpoint;
 use hier_train::presets::{preset, NAMES};
-use hier_train::{Control, Corpus, Start, TrainConfig};
+use hier_train::{Cluster, Control, Corpus, Start, TrainConfig};
 
-use crate::backend::{device, Backend};
+use crate::backend::{devices, Backend};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -55,6 +55,22 @@ pub struct Args {
     checkpoint_every: Option<u64>,
     #[arg(long)]
     seed: Option<u64>,
+    /// Data-parallel replicas in this process: the first N GPUs, or N threads on the CPU.
+    /// `--batch-size` is per replica.
+    #[arg(long, default_value_t = 1)]
+    devices: usize,
+    /// Processes (machines) in a multi-node run; needs --orchestrator and --node-address.
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
+    /// This process's rank in 0..--nodes; rank 0 writes the run directory.
+    #[arg(long, default_value_t = 0)]
+    node_rank: usize,
+    /// The orchestrator of a multi-node run (`hier orchestrator --port P`): ws://HOST:P.
+    #[arg(long)]
+    orchestrator: Option<String>,
+    /// Where the other nodes reach this one: ws://HOST:PORT (PORT is served by this process).
+    #[arg(long)]
+    node_address: Option<String>,
     /// Override any key: `--set train.lr=3e-4`, `--set model.depth=6`, `--set model.window_sizes=[32,null]`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     sets: Vec<String>,
@@ -184,12 +200,26 @@ pub fn run(args: Args) -> Result<()> {
         interrupt: Some(&stop),
         stop_at: args.stop_at,
     };
-    let outcome = hier_train::train::<Autodiff<Backend>>(
+    let cluster = match (args.nodes, &args.orchestrator, &args.node_address) {
+        (1, None, None) => None,
+        (nodes, Some(orchestrator), Some(node_address)) => Some(Cluster {
+            nodes,
+            node_rank: args.node_rank,
+            orchestrator: orchestrator.clone(),
+            node_address: node_address.clone(),
+        }),
+        _ => bail!("a multi-node run needs --nodes N, --node-rank R, --orchestrator ws://HOST:PORT and --node-address ws://THIS_HOST:PORT (see the README)"),
+    };
+    if args.devices == 0 {
+        bail!("--devices must be at least 1");
+    }
+    let outcome = hier_train::train_parallel::<Autodiff<Backend>>(
         &config,
         &corpus,
         &run_dir,
         start,
-        &device(),
+        &devices(args.devices),
+        cluster.as_ref(),
         &control,
     )?;
     if let Some((loss, bpc)) = outcome.last_valid {
@@ -198,10 +228,14 @@ pub fn run(args: Args) -> Result<()> {
             outcome.steps, outcome.tokens_per_s
         );
     }
-    eprintln!(
-        "model directory: {} (try: hier generate --model {0} --prompt \"ROMEO:\")",
-        run_dir.display()
-    );
+    if args.node_rank == 0 {
+        eprintln!(
+            "model directory: {} (try: hier generate --model {0} --prompt \"ROMEO:\")",
+            run_dir.display()
+        );
+    } else {
+        eprintln!("done: node {} of {}", args.node_rank, args.nodes);
+    }
     if outcome.interrupted {
         std::process::exit(130);
     }

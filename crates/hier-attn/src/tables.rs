@@ -1,0 +1,90 @@
+//! Constant host tables (rotary angles with their xPos and softmax scales, additive attention
+//! masks), memoised by what determines them.
+//!
+//! Every layer of every step needs the same tables; computing `cos`/`sin` for `seq × features`
+//! entries per layer per step was measurable on the CPU, uploading a cached copy is not.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use burn::tensor::{backend::Backend, Tensor, TensorData};
+
+/// What a table is and the sizes that determine it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum TableKey {
+    /// Full attention's query or key rotation: `[seq, heads · dim_head]`, cos or sin.
+    FullRotary {
+        seq: usize,
+        heads: usize,
+        dim_head: usize,
+        query: bool,
+        sin: bool,
+    },
+    /// Local attention's frame rotation, queries (`w` positions) or keys (`2w` positions).
+    LocalRotary {
+        window: usize,
+        dim_head: usize,
+        keys: bool,
+        sin: bool,
+    },
+    /// Additive causal mask `[seq, seq]`.
+    CausalBias { seq: usize },
+    /// Additive band mask of blocked local attention `[blocks, w, 2w]`.
+    LocalBias { blocks: usize, window: usize },
+    /// The signed permutation of [`crate::rotary::rotation_matrix`].
+    Rotation { dim_head: usize, half_split: bool },
+}
+
+/// Tables for at most this many keys are kept; generation with recomputation asks for every
+/// sequence length once, so the memo is cleared rather than grown without bound.
+const CAPACITY: usize = 256;
+
+fn memo() -> &'static Mutex<HashMap<TableKey, Arc<[f32]>>> {
+    static MEMO: OnceLock<Mutex<HashMap<TableKey, Arc<[f32]>>>> = OnceLock::new();
+    MEMO.get_or_init(Default::default)
+}
+
+/// The table for `key`, built by `build` the first time.
+pub(crate) fn table(key: TableKey, build: impl FnOnce() -> Vec<f32>) -> Arc<[f32]> {
+    // A poisoned memo only means another thread panicked while inserting; the map is intact.
+    let mut map = memo().lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(t) = map.get(&key) {
+        return t.clone();
+    }
+    if map.len() >= CAPACITY {
+        map.clear();
+    }
+    let t: Arc<[f32]> = build().into();
+    map.insert(key, t.clone());
+    t
+}
+
+/// Upload a host table as a tensor of `shape`.
+pub(crate) fn upload<B: Backend, const D: usize>(
+    values: &[f32],
+    shape: [usize; D],
+    device: &B::Device,
+) -> Tensor<B, D> {
+    Tensor::from_data(TensorData::new(values.to_vec(), shape), device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builds_once_per_key() {
+        let key = TableKey::CausalBias { seq: 123_457 };
+        let mut builds = 0;
+        let a = table(key, || {
+            builds += 1;
+            vec![1.0, 2.0]
+        });
+        let b = table(key, || {
+            builds += 1;
+            vec![3.0]
+        });
+        assert_eq!(builds, 1);
+        assert_eq!(&*a, &*b);
+    }
+}

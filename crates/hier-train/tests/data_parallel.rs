@@ -1,0 +1,119 @@
+//! Data parallelism on one machine: two replicas (threads) with averaged gradients train like
+//! one device that accumulates both replicas' batches, and a failure stops every replica.
+//!
+//! burn-collective keeps one collective per process, so these tests take turns.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use burn::backend::{Autodiff, Flex};
+use hier_model::weights::state_dict;
+use hier_train::metrics::{read, Record};
+use hier_train::presets::preset;
+use hier_train::{train, train_parallel, Control, Corpus, Start, TrainConfig, TrainError};
+
+type B = Autodiff<Flex>;
+
+static COLLECTIVE: Mutex<()> = Mutex::new(());
+
+fn tiny(max_steps: u64, grad_accum: usize) -> TrainConfig {
+    let mut c = preset("tiny").unwrap();
+    c.train.max_steps = max_steps;
+    c.train.grad_accum = grad_accum;
+    c.train.validate_every = 10;
+    c.train.checkpoint_every = 10;
+    c
+}
+
+fn on_two_replicas(
+    config: &TrainConfig,
+    corpus: &Corpus,
+    dir: &Path,
+) -> Result<hier_train::TrainOutcome, TrainError> {
+    let _turn = COLLECTIVE.lock().unwrap_or_else(|e| e.into_inner());
+    burn_collective::reset_collective::<Flex>();
+    let devices = vec![Default::default(); 2];
+    train_parallel::<B>(
+        config,
+        corpus,
+        dir,
+        Start::New,
+        &devices,
+        None,
+        &Control::default(),
+    )
+}
+
+fn valid_losses(dir: &Path) -> Vec<f64> {
+    read(&dir.join("metrics.jsonl"))
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| match r {
+            Record::Valid(v) => Some(v.valid_loss),
+            Record::Train(_) => None,
+        })
+        .collect()
+}
+
+#[test]
+fn two_replicas_train_like_one_device_accumulating_both_batches() {
+    let corpus = Corpus::shakespeare();
+    let parallel = tempfile::tempdir().unwrap();
+    let outcome = on_two_replicas(&tiny(20, 1), &corpus, parallel.path()).unwrap();
+    assert_eq!(outcome.steps, 20);
+
+    let single = tempfile::tempdir().unwrap();
+    train::<B>(
+        &tiny(20, 2),
+        &corpus,
+        single.path(),
+        Start::New,
+        &Default::default(),
+        &Control::default(),
+    )
+    .unwrap();
+
+    // the same crops and the same averaged gradients; only the order of float additions differs
+    let load = |dir: &Path| {
+        state_dict(&hier_model::model_dir::load::<Flex>(dir, &Default::default()).unwrap())
+    };
+    let (a, b) = (load(parallel.path()), load(single.path()));
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    let mut worst = 0f32;
+    for (key, ta) in &a {
+        let tb = &b[key];
+        for (x, y) in ta.values.iter().zip(&tb.values) {
+            worst = worst.max((x - y).abs() / (1.0 + y.abs()));
+        }
+    }
+    assert!(worst < 1e-4, "weights differ by {worst}");
+    let (la, lb) = (valid_losses(parallel.path()), valid_losses(single.path()));
+    assert_eq!(la.len(), 2);
+    for (x, y) in la.iter().zip(&lb) {
+        assert!((x - y).abs() < 1e-4, "validation {la:?} vs {lb:?}");
+    }
+    // the replicas moved away from the initial weights together: not a no-op
+    let init = state_dict(
+        &hier_model::HierarchicalTransformer::<Flex>::init(
+            &tiny(20, 1).model,
+            tiny(20, 1).train.seed,
+            &Default::default(),
+        )
+        .unwrap(),
+    );
+    let moved = a
+        .iter()
+        .any(|(k, t)| t.values.iter().zip(&init[k].values).any(|(x, y)| x != y));
+    assert!(moved, "training changed nothing");
+}
+
+#[test]
+fn a_non_finite_loss_stops_every_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let zeros = Corpus::from_bytes("zeros", vec![0u8; 10_000]);
+    let e = on_two_replicas(&tiny(10, 1), &zeros, dir.path()).unwrap_err();
+    assert!(
+        matches!(e, TrainError::NonFinite { step: 0, .. }),
+        "expected a non-finite loss at step 0, got {e}"
+    );
+}
