@@ -4,7 +4,8 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{backend::Backend, Tensor};
 
 use crate::kernel::{
-    bias_values, masked_softmax_attend, merge_heads, qkv_projections, split_heads,
+    bias_values, fused_attend, masked_softmax_attend, merge_heads, qkv_projections, split_heads,
+    AttentionImpl,
 };
 use crate::rotary::{self, Layout, Part};
 use crate::tables::{table, upload, TableKey};
@@ -33,6 +34,8 @@ pub struct FullAttention<B: Backend> {
     pub to_out: Linear<B>,
     pub heads: usize,
     pub dim_head: usize,
+    #[module(skip)]
+    pub implementation: AttentionImpl,
 }
 
 impl FullAttentionConfig {
@@ -48,6 +51,7 @@ impl FullAttentionConfig {
                 .init(device),
             heads: self.heads,
             dim_head: self.dim_head,
+            implementation: AttentionImpl::Auto,
         }
     }
 }
@@ -69,6 +73,11 @@ impl<B: Backend> FullAttention<B> {
         let k = split_heads(rotary::apply_frame(k, cos, sin, rotation), h);
         let v = split_heads(v, h);
 
+        if self.implementation.is_fused::<B>(&device) {
+            return self
+                .to_out
+                .forward(merge_heads(fused_attend(q, k, v, None, true)));
+        }
         let sim = q.matmul(k.swap_dims(2, 3)); // [b, h, n, n]
         let causal = table(TableKey::CausalBias { seq: n }, || {
             bias_values([n, n], |[i, j]| j > i)
@@ -76,5 +85,29 @@ impl<B: Backend> FullAttention<B> {
         let causal = upload::<B, 1>(&causal, [n * n], &device);
         self.to_out
             .forward(merge_heads(masked_softmax_attend(sim, causal, v)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+    use burn::tensor::{Distribution, Tolerance};
+
+    #[test]
+    fn fused_equals_explicit() {
+        let device = Default::default();
+        let mut attn = FullAttentionConfig::new(16)
+            .with_heads(2)
+            .with_dim_head(8)
+            .init::<Flex>(&device);
+        let x = Tensor::<Flex, 3>::random([2, 9, 16], Distribution::Default, &device);
+        attn.implementation = AttentionImpl::Explicit;
+        let explicit = attn.forward(x.clone());
+        attn.implementation = AttentionImpl::Fused;
+        let fused = attn.forward(x);
+        fused
+            .into_data()
+            .assert_approx_eq::<f32>(&explicit.into_data(), Tolerance::absolute(1e-5));
     }
 }

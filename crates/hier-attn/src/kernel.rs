@@ -1,12 +1,63 @@
 //! The attention arithmetic shared by full and local attention: masked softmax over keys.
 
 use burn::nn::Linear;
-use burn::tensor::module::linear;
+use burn::tensor::module::{attention, linear};
+use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{activation::softmax, backend::Backend, Tensor, TensorData};
 
 /// The reference masks with `-finfo(float32).max` (finite), never `-inf`: a row can never be all
 /// `-inf`, and masked keys get exactly zero weight after the softmax.
 pub const MASK_VALUE: f32 = f32::MIN;
+
+/// How attention is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AttentionImpl {
+    /// Fused on backends without autodiff (inference, generation), explicit when training:
+    /// Burn 0.21's autodiff computes the fused op through the same explicit operations.
+    #[default]
+    Auto,
+    /// Burn's `module::attention`: one kernel where the backend has one (Flex: a naive kernel
+    /// for short sequences, tiled flash attention for long ones; CUDA/WGPU: their kernels).
+    Fused,
+    /// Matmul, additive mask, softmax, matmul, as the reference.
+    Explicit,
+}
+
+impl AttentionImpl {
+    /// Whether to take the fused op on `B`.
+    pub fn is_fused<B: Backend>(self, device: &B::Device) -> bool {
+        match self {
+            AttentionImpl::Auto => !B::ad_enabled(device),
+            AttentionImpl::Fused => true,
+            AttentionImpl::Explicit => false,
+        }
+    }
+}
+
+/// `softmax(q kᵀ + bias) v` with Burn's fused attention op; `q` carries the softmax scale.
+/// `q, k, v`: `[batch, heads, seq, dim_head]`; `bias` as in [`masked_softmax_attend`] but
+/// `[heads · queries · keys]` or `[queries · keys]` (repeated over the batch), or `None` with
+/// `causal`.
+pub fn fused_attend<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    bias: Option<Tensor<B, 1>>,
+    causal: bool,
+) -> Tensor<B, 4> {
+    let [b, h, nq, _] = q.dims();
+    let nk = k.dims()[2];
+    let bias = bias.map(|t| {
+        let heads = t.dims()[0] / (nq * nk);
+        t.reshape([1, heads, nq, nk]).expand([b, h, nq, nk])
+    });
+    let options = AttentionModuleOptions {
+        scale: Some(1.0),
+        softcap: None,
+        is_causal: causal,
+    };
+    attention(q, k, v, None, bias, options)
+}
 
 /// `softmax(sim + bias) @ v` over the last axis of `sim`.
 ///

@@ -13,6 +13,7 @@ pub mod rotary;
 mod tables;
 
 pub use full_attention::{FullAttention, FullAttentionConfig};
+pub use kernel::AttentionImpl;
 pub use layer_norm::{LayerNorm, LayerNormConfig};
 pub use local_attention::{LocalAttention, LocalAttentionConfig};
 pub use rms_norm::{RmsNorm, RmsNormConfig};

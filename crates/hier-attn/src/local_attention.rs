@@ -4,7 +4,8 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{backend::Backend, Tensor};
 
 use crate::kernel::{
-    bias_values, masked_softmax_attend, merge_heads, pad_end, qkv_projections, split_heads,
+    bias_values, fused_attend, masked_softmax_attend, merge_heads, pad_end, qkv_projections,
+    split_heads, AttentionImpl,
 };
 use crate::rotary::{self, Layout};
 use crate::tables::{table, upload, TableKey};
@@ -36,6 +37,8 @@ pub struct LocalAttention<B: Backend> {
     pub heads: usize,
     pub dim_head: usize,
     pub window: usize,
+    #[module(skip)]
+    pub implementation: AttentionImpl,
 }
 
 impl LocalAttentionConfig {
@@ -52,6 +55,7 @@ impl LocalAttentionConfig {
             heads: self.heads,
             dim_head: self.dim_head,
             window: self.window,
+            implementation: AttentionImpl::Auto,
         }
     }
 }
@@ -61,7 +65,8 @@ impl<B: Backend> LocalAttention<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let [q, k, v] =
             qkv_projections(self.norm.forward(x), &self.to_qkv).map(|t| split_heads(t, self.heads));
-        let out = local_causal_attention(q, k, v, self.window);
+        let fused = self.implementation.is_fused::<B>(&q.device());
+        let out = local_causal_attention(q, k, v, self.window, fused);
         self.to_out.forward(merge_heads(out))
     }
 }
@@ -77,6 +82,7 @@ pub fn local_causal_attention<B: Backend>(
     k: Tensor<B, 4>,
     v: Tensor<B, 4>,
     window: usize,
+    fused: bool,
 ) -> Tensor<B, 4> {
     let device = q.device();
     let [b, h, n, dh] = q.dims();
@@ -105,7 +111,6 @@ pub fn local_causal_attention<B: Backend>(
     let (cos, sin) = rotary::local_attention_tables::<B>(w, dh, true, &device);
     let bk = rotary::apply_frame(bk, cos, sin, rotation);
 
-    let sim = bq.matmul(bk.swap_dims(3, 4)); // [b, h, blocks, w, 2w]
     let band = table(TableKey::LocalBias { blocks, window: w }, || {
         bias_values([blocks, w, 2 * w], |[u, i, j]| {
             let before_start = u == 0 && j < w;
@@ -113,8 +118,23 @@ pub fn local_causal_attention<B: Backend>(
             before_start || k_pos > q_pos || q_pos > k_pos + w
         })
     });
-    let band = upload::<B, 1>(&band, [blocks * w * 2 * w], &device);
-    let out = masked_softmax_attend(sim, band, bv); // [b, h, blocks, w, dh]
+    let out = if fused {
+        // blocks as extra heads: [b, h * blocks, w | 2w, dh], the band repeated over heads
+        let band: Vec<f32> = band.iter().copied().cycle().take(h * band.len()).collect();
+        let band = upload::<B, 1>(&band, [h * blocks * w * 2 * w], &device);
+        let heads = |t: Tensor<B, 5>, rows| t.reshape([b, h * blocks, rows, dh]);
+        fused_attend(
+            heads(bq, w),
+            heads(bk, 2 * w),
+            heads(bv, 2 * w),
+            Some(band),
+            false,
+        )
+    } else {
+        let sim = bq.matmul(bk.swap_dims(3, 4)); // [b, h, blocks, w, 2w]
+        let band = upload::<B, 1>(&band, [blocks * w * 2 * w], &device);
+        masked_softmax_attend(sim, band, bv).reshape([b, h * blocks, w, dh])
+    };
     out.reshape([b, h, padded, dh]).narrow(2, 0, n)
 }
 
@@ -134,7 +154,12 @@ mod tests {
             let q = Tensor::<Flex, 4>::random(shape, Distribution::Default, &device);
             let k = Tensor::<Flex, 4>::random(shape, Distribution::Default, &device);
             let v = Tensor::<Flex, 4>::random(shape, Distribution::Default, &device);
-            let blocked = local_causal_attention(q.clone(), k.clone(), v.clone(), w);
+            let blocked = local_causal_attention(q.clone(), k.clone(), v.clone(), w, false);
+            let fused = local_causal_attention(q.clone(), k.clone(), v.clone(), w, true);
+            fused.into_data().assert_approx_eq::<f32>(
+                &blocked.clone().into_data(),
+                burn::tensor::Tolerance::absolute(1e-5),
+            );
 
             let (cos, sin) = rotary::cos_sin::<Flex>(8, 0..n, Layout::HalfSplit, &device);
             let (cos, sin): (Tensor<Flex, 4>, Tensor<Flex, 4>) = (cos.unsqueeze(), sin.unsqueeze());

@@ -39,18 +39,20 @@ impl<B: Backend> HierarchicalBlock<B> {
     pub fn new(h: &HierarchySpec, device: &B::Device) -> Self {
         let attn = match h.attention {
             AttentionKind::None => None,
-            AttentionKind::Local { window } => Some(Attention::Local(
-                LocalAttentionConfig::new(h.dim, window)
+            AttentionKind::Local { window } => Some(Attention::Local(LocalAttention {
+                implementation: h.attention_implementation,
+                ..LocalAttentionConfig::new(h.dim, window)
                     .with_heads(h.heads)
                     .with_dim_head(h.dim_head)
-                    .init(device),
-            )),
-            AttentionKind::Full => Some(Attention::Full(
-                FullAttentionConfig::new(h.dim)
+                    .init(device)
+            })),
+            AttentionKind::Full => Some(Attention::Full(FullAttention {
+                implementation: h.attention_implementation,
+                ..FullAttentionConfig::new(h.dim)
                     .with_heads(h.heads)
                     .with_dim_head(h.dim_head)
-                    .init(device),
-            )),
+                    .init(device)
+            })),
         };
         HierarchicalBlock {
             attn,

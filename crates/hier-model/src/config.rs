@@ -134,6 +134,37 @@ pub struct HierarchicalTransformerConfig {
     /// each `c > 1` embedding to the next one).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub hierarchical_ar_loss_weight: f64,
+    /// hier extension (written only when not `auto`): how attention is computed. `auto` takes
+    /// Burn's fused attention op on backends without autodiff (inference, generation) and the
+    /// explicit matmul-softmax-matmul when training; `fused` and `explicit` force one.
+    #[serde(default, skip_serializing_if = "AttentionImplementation::is_auto")]
+    pub attention_implementation: AttentionImplementation,
+}
+
+/// See [`HierarchicalTransformerConfig::attention_implementation`].
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AttentionImplementation {
+    #[default]
+    Auto,
+    Fused,
+    Explicit,
+}
+
+impl AttentionImplementation {
+    fn is_auto(&self) -> bool {
+        *self == AttentionImplementation::Auto
+    }
+}
+
+impl From<AttentionImplementation> for hier_attn::AttentionImpl {
+    fn from(a: AttentionImplementation) -> Self {
+        match a {
+            AttentionImplementation::Auto => hier_attn::AttentionImpl::Auto,
+            AttentionImplementation::Fused => hier_attn::AttentionImpl::Fused,
+            AttentionImplementation::Explicit => hier_attn::AttentionImpl::Explicit,
+        }
+    }
 }
 
 fn is_zero(x: &f64) -> bool {
@@ -215,6 +246,7 @@ impl HierarchicalTransformerConfig {
             use_flash_attn: false,
             prophet_loss_weight: 0.0,
             hierarchical_ar_loss_weight: 0.0,
+            attention_implementation: AttentionImplementation::Auto,
         }
     }
 

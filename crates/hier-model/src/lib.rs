@@ -28,7 +28,9 @@ pub mod weights;
 
 pub use block::{Attention, HierarchicalBlock};
 pub use compressor::Compressor;
-pub use config::{HierarchicalTransformerConfig, NextLatentLossType, PerHierarchy};
+pub use config::{
+    AttentionImplementation, HierarchicalTransformerConfig, NextLatentLossType, PerHierarchy,
+};
 pub use error::{ConfigError, InputError, LoadError};
 pub use feed_forward::{FeedForward, FeedForwardConfig};
 pub use merge::{hierarchical_cat, HierarchicalMerge};

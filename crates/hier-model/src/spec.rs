@@ -27,6 +27,7 @@ pub struct HierarchySpec {
     pub heads: usize,
     pub ff_mult: usize,
     pub attention: AttentionKind,
+    pub attention_implementation: hier_attn::AttentionImpl,
     pub next_latent_loss_weight: f64,
 }
 
@@ -323,6 +324,7 @@ impl ModelSpec {
                 heads: heads[i],
                 ff_mult: ff_mults[i],
                 attention,
+                attention_implementation: c.attention_implementation.into(),
                 next_latent_loss_weight: nl_weights[i],
             });
         }
