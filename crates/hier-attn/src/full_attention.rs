@@ -64,16 +64,22 @@ impl<B: Backend> FullAttention<B> {
         let (h, dh) = (self.heads, self.dim_head);
         let [q, k, v] = qkv_projections(self.norm.forward(x), &self.to_qkv); // [b, n, h * dh]
 
-        // rotary + xPos (+ the softmax scale on q) on contiguous rows, before the heads are
-        // split off as strided views
+        // rotary + xPos (+ the softmax scale on q, unless the fused op applies it) on contiguous
+        // rows, before the heads are split off as strided views
+        let fused = self.implementation.is_fused::<B>(&device);
+        let query = if fused {
+            Part::Query
+        } else {
+            Part::ScaledQuery
+        };
         let rotation = rotary::rotation_matrix::<B>(dh, Layout::Interleaved, &device);
-        let (cos, sin) = rotary::full_attention_tables::<B>(n, h, dh, Part::Query, &device);
+        let (cos, sin) = rotary::full_attention_tables::<B>(n, h, dh, query, &device);
         let q = split_heads(rotary::apply_frame(q, cos, sin, rotation.clone()), h);
         let (cos, sin) = rotary::full_attention_tables::<B>(n, h, dh, Part::Key, &device);
         let k = split_heads(rotary::apply_frame(k, cos, sin, rotation), h);
         let v = split_heads(v, h);
 
-        if self.implementation.is_fused::<B>(&device) {
+        if fused {
             return self
                 .to_out
                 .forward(merge_heads(fused_attend(q, k, v, None, true)));

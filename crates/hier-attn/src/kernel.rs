@@ -3,7 +3,7 @@
 use burn::nn::Linear;
 use burn::tensor::module::{attention, linear};
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{activation::softmax, backend::Backend, Tensor, TensorData};
+use burn::tensor::{activation::softmax, backend::Backend, Bool, Tensor, TensorData};
 
 /// The reference masks with `-finfo(float32).max` (finite), never `-inf`: a row can never be all
 /// `-inf`, and masked keys get exactly zero weight after the softmax.
@@ -12,8 +12,10 @@ pub const MASK_VALUE: f32 = f32::MIN;
 /// How attention is computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AttentionImpl {
-    /// Fused on backends without autodiff (inference, generation), explicit when training:
-    /// Burn 0.21's autodiff computes the fused op through the same explicit operations.
+    /// Full attention fused on backends without autodiff (inference, generation), explicit
+    /// when training (Burn 0.21's autodiff computes the fused op through the same explicit
+    /// operations); local attention explicit (its blocked kernel beats the fused op with a
+    /// band mask on Flex).
     #[default]
     Auto,
     /// Burn's `module::attention`: one kernel where the backend has one (Flex: a naive kernel
@@ -34,29 +36,35 @@ impl AttentionImpl {
     }
 }
 
-/// `softmax(q kᵀ + bias) v` with Burn's fused attention op; `q` carries the softmax scale.
-/// `q, k, v`: `[batch, heads, seq, dim_head]`; `bias` as in [`masked_softmax_attend`] but
-/// `[heads · queries · keys]` or `[queries · keys]` (repeated over the batch), or `None` with
-/// `causal`.
+/// `softmax(q kᵀ / sqrt(dim_head)) v` with Burn's fused attention op, in the form backends
+/// accelerate (CUDA's flash kernel takes no custom scale and no additive bias, only a boolean
+/// mask). `q, k, v`: `[batch, heads, seq, dim_head]`; `mask` as [`bias_values`] (non-zero =
+/// masked), `[heads · queries · keys]` or `[queries · keys]` (repeated over the batch), or
+/// `None` with `causal`.
 pub fn fused_attend<B: Backend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
     v: Tensor<B, 4>,
-    bias: Option<Tensor<B, 1>>,
+    mask: Option<&[f32]>,
     causal: bool,
 ) -> Tensor<B, 4> {
     let [b, h, nq, _] = q.dims();
     let nk = k.dims()[2];
-    let bias = bias.map(|t| {
-        let heads = t.dims()[0] / (nq * nk);
-        t.reshape([1, heads, nq, nk]).expand([b, h, nq, nk])
+    let mask = mask.map(|values| {
+        let heads = values.len() / (nq * nk);
+        let masked: Vec<bool> = values.iter().map(|&v| v != 0.0).collect();
+        let t = Tensor::<B, 4, Bool>::from_data(
+            TensorData::new(masked, [1, heads, nq, nk]),
+            &q.device(),
+        );
+        t.expand([b, h, nq, nk])
     });
     let options = AttentionModuleOptions {
-        scale: Some(1.0),
+        scale: None,
         softcap: None,
         is_causal: causal,
     };
-    attention(q, k, v, None, bias, options)
+    attention(q, k, v, mask, None, options)
 }
 
 /// `softmax(sim + bias) @ v` over the last axis of `sim`.

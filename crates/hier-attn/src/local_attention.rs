@@ -7,7 +7,7 @@ use crate::kernel::{
     bias_values, fused_attend, masked_softmax_attend, merge_heads, pad_end, qkv_projections,
     split_heads, AttentionImpl,
 };
-use crate::rotary::{self, Layout};
+use crate::rotary::{self, Layout, Part};
 use crate::tables::{table, upload, TableKey};
 use crate::{LayerNorm, LayerNormConfig};
 
@@ -65,7 +65,9 @@ impl<B: Backend> LocalAttention<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let [q, k, v] =
             qkv_projections(self.norm.forward(x), &self.to_qkv).map(|t| split_heads(t, self.heads));
-        let fused = self.implementation.is_fused::<B>(&q.device());
+        // `auto` keeps the blocked explicit kernel here: Burn's fused op with a band mask was
+        // slower on Flex (docs/performance.md)
+        let fused = self.implementation == AttentionImpl::Fused;
         let out = local_causal_attention(q, k, v, self.window, fused);
         self.to_out.forward(merge_heads(out))
     }
@@ -104,11 +106,17 @@ pub fn local_causal_attention<B: Backend>(
     let bk = look_around(to_blocks(k));
     let bv = look_around(to_blocks(v));
 
-    // frame positions: queries at w..2w (with the softmax scale), keys at 0..2w
+    // frame positions: queries at w..2w (with the softmax scale unless the fused op applies
+    // it), keys at 0..2w
+    let query = if fused {
+        Part::Query
+    } else {
+        Part::ScaledQuery
+    };
     let rotation = rotary::rotation_matrix::<B>(dh, Layout::HalfSplit, &device);
-    let (cos, sin) = rotary::local_attention_tables::<B>(w, dh, false, &device);
+    let (cos, sin) = rotary::local_attention_tables::<B>(w, dh, query, &device);
     let bq = rotary::apply_frame(bq, cos, sin, rotation.clone());
-    let (cos, sin) = rotary::local_attention_tables::<B>(w, dh, true, &device);
+    let (cos, sin) = rotary::local_attention_tables::<B>(w, dh, Part::Key, &device);
     let bk = rotary::apply_frame(bk, cos, sin, rotation);
 
     let band = table(TableKey::LocalBias { blocks, window: w }, || {
@@ -121,13 +129,12 @@ pub fn local_causal_attention<B: Backend>(
     let out = if fused {
         // blocks as extra heads: [b, h * blocks, w | 2w, dh], the band repeated over heads
         let band: Vec<f32> = band.iter().copied().cycle().take(h * band.len()).collect();
-        let band = upload::<B, 1>(&band, [h * blocks * w * 2 * w], &device);
         let heads = |t: Tensor<B, 5>, rows| t.reshape([b, h * blocks, rows, dh]);
         fused_attend(
             heads(bq, w),
             heads(bk, 2 * w),
             heads(bv, 2 * w),
-            Some(band),
+            Some(&band),
             false,
         )
     } else {

@@ -184,7 +184,9 @@ pub fn apply_frame<B: Backend, const D: usize>(
 /// Which projection a table of [`full_attention_tables`] rotates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Part {
-    /// Times the xPos scale and `dim_head^-0.5`.
+    /// Times the xPos scale and `dim_head^-0.5` (the softmax scale folded in).
+    ScaledQuery,
+    /// Times the xPos scale (for attention that applies the softmax scale itself).
     Query,
     /// Divided by the xPos scale.
     Key,
@@ -212,7 +214,8 @@ pub fn full_attention_tables<B: Backend>(
                 .map(|(a, s)| {
                     let r = if sin { a.sin() } else { a.cos() };
                     match part {
-                        Part::Query => r * s * softmax_scale,
+                        Part::ScaledQuery => r * s * softmax_scale,
+                        Part::Query => r * s,
                         Part::Key => r / s,
                     }
                 })
@@ -227,7 +230,7 @@ pub fn full_attention_tables<B: Backend>(
         seq,
         heads,
         dim_head,
-        query: part == Part::Query,
+        part,
         sin,
     };
     let shape = [seq * heads * dim_head];
@@ -238,24 +241,22 @@ pub fn full_attention_tables<B: Backend>(
 }
 
 /// Local attention's half-split tables for one two-block frame: queries sit at frame positions
-/// `w..2w` (with `dim_head^-0.5` folded in), keys at `0..2w`. `[w · dim_head]` or
-/// `[2w · dim_head]`.
+/// `w..2w` (with `dim_head^-0.5` folded in for [`Part::ScaledQuery`]), keys at `0..2w`.
+/// `[w · dim_head]` or `[2w · dim_head]`.
 pub fn local_attention_tables<B: Backend>(
     window: usize,
     dim_head: usize,
-    keys: bool,
+    part: Part,
     device: &B::Device,
 ) -> (Tensor<B, 1>, Tensor<B, 1>) {
-    let positions = if keys {
-        0..2 * window
-    } else {
-        window..2 * window
+    let positions = match part {
+        Part::Key => 0..2 * window,
+        Part::Query | Part::ScaledQuery => window..2 * window,
     };
     let len = positions.len() * dim_head;
-    let scale = if keys {
-        1.0
-    } else {
-        (dim_head as f32).powf(-0.5)
+    let scale = match part {
+        Part::ScaledQuery => (dim_head as f32).powf(-0.5),
+        Part::Query | Part::Key => 1.0,
     };
     let build = |sin: bool| {
         angles(dim_head, positions.clone(), Layout::HalfSplit)
@@ -266,7 +267,7 @@ pub fn local_attention_tables<B: Backend>(
     let key = |sin| TableKey::LocalRotary {
         window,
         dim_head,
-        keys,
+        part,
         sin,
     };
     (
@@ -345,9 +346,10 @@ mod tests {
         let rotated = apply(heads(x.clone()), c, s, Layout::Interleaved);
         for (part, expected) in [
             (
-                Part::Query,
+                Part::ScaledQuery,
                 rotated.clone() * scale.clone() * (dh as f32).powf(-0.5),
             ),
+            (Part::Query, rotated.clone() * scale.clone()),
             (Part::Key, rotated / scale),
         ] {
             let (cos, sin) = full_attention_tables::<Flex>(n, h, dh, part, &device);

@@ -9,6 +9,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use burn::tensor::{backend::Backend, Tensor, TensorData};
 
+use crate::rotary::Part;
+
 /// What a table is and the sizes that determine it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum TableKey {
@@ -17,14 +19,14 @@ pub(crate) enum TableKey {
         seq: usize,
         heads: usize,
         dim_head: usize,
-        query: bool,
+        part: Part,
         sin: bool,
     },
     /// Local attention's frame rotation, queries (`w` positions) or keys (`2w` positions).
     LocalRotary {
         window: usize,
         dim_head: usize,
-        keys: bool,
+        part: Part,
         sin: bool,
     },
     /// Additive causal mask `[seq, seq]`.
