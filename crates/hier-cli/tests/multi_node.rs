@@ -131,3 +131,57 @@ fn two_nodes_on_localhost_train_like_two_devices() {
         }
     }
 }
+
+#[test]
+fn bad_parallel_flags_are_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fails = |extra: &[&str]| -> String {
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let out = train(&tmp.path().join("run"), &extra).output().unwrap();
+        assert!(!out.status.success(), "{extra:?} unexpectedly succeeded");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(!stderr.contains("panicked"), "panicked: {stderr}");
+        stderr
+    };
+    let e = fails(&["--devices", "0"]);
+    assert!(e.contains("--devices must be at least 1"), "{e}");
+    let e = fails(&["--nodes", "2"]);
+    assert!(
+        e.contains("--orchestrator") && e.contains("--node-address"),
+        "{e}"
+    );
+    let node = |rank: &str, orchestrator: &str, address: &str| {
+        [
+            "--nodes",
+            "2",
+            "--node-rank",
+            rank,
+            "--orchestrator",
+            orchestrator,
+            "--node-address",
+            address,
+        ]
+        .map(String::from)
+    };
+    let e = fails(
+        &node("2", "ws://127.0.0.1:1", "ws://127.0.0.1:2")
+            .each_ref()
+            .map(|s| s.as_str()),
+    );
+    assert!(e.contains("--node-rank 2 is outside 0..2"), "{e}");
+    let e = fails(
+        &node("0", "127.0.0.1:1", "ws://127.0.0.1:2")
+            .each_ref()
+            .map(|s| s.as_str()),
+    );
+    assert!(
+        e.contains("ws://HOST:PORT") && e.contains("--orchestrator"),
+        "{e}"
+    );
+    let e = fails(
+        &node("0", "ws://127.0.0.1:1", "ws://127.0.0.1")
+            .each_ref()
+            .map(|s| s.as_str()),
+    );
+    assert!(e.contains("--node-address"), "{e}");
+}
