@@ -1,6 +1,7 @@
 use burn::module::Module;
 use burn::nn::conv::{Conv1d, Conv1dConfig};
 use burn::nn::{Linear, LinearConfig};
+use burn::tensor::module::linear;
 use burn::tensor::{activation::silu, backend::Backend, Tensor};
 
 use crate::loss::cross_entropy;
@@ -68,10 +69,30 @@ impl<B: Backend> Compressor<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         match (&self.conv, &self.conv_out, &self.compress_fn) {
             (Some(conv), Some(conv_out), _) => {
-                let [b, _, d] = x.dims();
-                let pad = Tensor::zeros([b, self.factor - 1, d], &x.device());
-                let x = Tensor::cat(vec![pad, x], 1).swap_dims(1, 2); // [b, d, c - 1 + n]
-                conv_out.forward(silu(conv.forward(x))).swap_dims(1, 2)
+                let [b, n, d] = x.dims();
+                let c = self.factor;
+                let pad = Tensor::zeros([b, c - 1, d], &x.device());
+                let padded = Tensor::cat(vec![pad, x], 1); // [b, c - 1 + n, d]
+                if self.stride != c {
+                    let x = padded.swap_dims(1, 2); // [b, d, c - 1 + n]
+                    return conv_out.forward(silu(conv.forward(x))).swap_dims(1, 2);
+                }
+                // Non-overlapping windows (the default stride): both convolutions are matrix
+                // products over contiguous rows of `c` taps, without the transposes and the
+                // im2col of a CPU convolution.
+                let windows = n.div_ceil(c);
+                let rows = padded
+                    .narrow(1, 0, windows * c)
+                    .reshape([b, windows, c * d]);
+                let [inner, _, _] = conv.weight.dims();
+                // weight [inner, d, c] -> [(tap, channel), inner]
+                let w = conv.weight.val().permute([2, 1, 0]).reshape([c * d, inner]);
+                let bias =
+                    |p: &Option<burn::module::Param<Tensor<B, 1>>>| p.as_ref().map(|b| b.val());
+                let hidden = silu(linear(rows, w, bias(&conv.bias)));
+                let [dim, _, _] = conv_out.weight.dims();
+                let w_out = conv_out.weight.val().reshape([dim, inner]).transpose();
+                linear(hidden, w_out, bias(&conv_out.bias))
             }
             (_, _, Some(project)) => project.forward(x),
             _ => x,
