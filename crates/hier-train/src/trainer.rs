@@ -178,30 +178,33 @@ fn run<B: AutodiffBackend>(
         path: run_dir.display().to_string(),
         source,
     };
-    if writer {
-        std::fs::create_dir_all(run_dir).map_err(io)?;
-    }
-
-    let adam = AdamConfig::new().with_epsilon(1e-8);
-    let (mut model, mut optim, first_step) = match start {
-        Start::New => {
-            let model = Model::<B>::init(&config.model, o.seed, device)?;
-            if writer {
-                checkpoint::write_train_config(run_dir, config)?;
+    let setup = || -> Result<_, TrainError> {
+        if writer {
+            std::fs::create_dir_all(run_dir).map_err(io)?;
+        }
+        let adam = AdamConfig::new().with_epsilon(1e-8);
+        let (model, optim, first_step) = match start {
+            Start::New => {
+                let model = Model::<B>::init(&config.model, o.seed, device)?;
+                if writer {
+                    checkpoint::write_train_config(run_dir, config)?;
+                }
+                (model, adam.init::<B, Model<B>>(), 0)
             }
-            (model, adam.init::<B, Model<B>>(), 0)
-        }
-        Start::Resume => {
-            let model = Model::<B>::new(&config.model, device)?;
-            let (model, optim, state) =
-                checkpoint::load(run_dir, model, adam.init::<B, Model<B>>(), device)?;
-            (model, optim, state.step)
-        }
+            Start::Resume => {
+                let model = Model::<B>::new(&config.model, device)?;
+                let (model, optim, state) =
+                    checkpoint::load(run_dir, model, adam.init::<B, Model<B>>(), device)?;
+                (model, optim, state.step)
+            }
+        };
+        let metrics = match writer {
+            true => Some(MetricsLog::open(run_dir, Some(first_step)).map_err(io)?),
+            false => None,
+        };
+        Ok((model, optim, first_step, metrics))
     };
-    let mut metrics = match writer {
-        true => Some(MetricsLog::open(run_dir, Some(first_step)).map_err(io)?),
-        false => None,
-    };
+    let (mut model, mut optim, first_step, mut metrics) = agree::<B, _>(peer, setup(), device)?;
     let train_data = corpus.split(Split::Train)?;
     let valid_data = corpus.split(Split::Valid)?;
     let crop = spec.seq_len + 1;
@@ -311,16 +314,8 @@ fn run<B: AutodiffBackend>(
             }
             None => Ok(None),
         };
-        if let Some(peer) = peer {
-            // a failed report on rank 0 must stop every replica, not leave them waiting
-            let failed = peer.mean::<B::InnerBackend>(&[report.is_err() as u8 as f64], device)?;
-            if failed[0] > 0.0 && report.is_ok() {
-                return Err(ParallelError::PeerFailed.into());
-            }
-        }
-        let report = report?;
-        if report.is_some() {
-            last_valid = report;
+        if let Some(valid) = agree::<B, _>(peer, report, device)? {
+            last_valid = Some(valid);
         }
         if step.is_multiple_of(o.checkpoint_every) || last || interrupted || pause {
             last_checkpoint = step;
@@ -346,6 +341,24 @@ fn run<B: AutodiffBackend>(
         },
         interrupted,
     })
+}
+
+/// With data parallelism, a step that failed on one replica (rank 0's writes, a checkpoint
+/// missing on one node) stops every replica instead of leaving the others waiting in the next
+/// all-reduce: the failed replica returns its error, the others [`ParallelError::PeerFailed`].
+fn agree<B: AutodiffBackend, T>(
+    peer: Option<&Peer>,
+    result: Result<T, TrainError>,
+    device: &B::Device,
+) -> Result<T, TrainError> {
+    let Some(peer) = peer else {
+        return result;
+    };
+    let failed = peer.mean::<B::InnerBackend>(&[result.is_err() as u8 as f64], device)?;
+    match result {
+        Ok(_) if failed[0] > 0.0 => Err(ParallelError::PeerFailed.into()),
+        result => result,
+    }
 }
 
 /// What rank 0 does after a step: metrics, progress, validation, sample, checkpoint.

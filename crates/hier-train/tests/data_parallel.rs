@@ -117,3 +117,13 @@ fn a_non_finite_loss_stops_every_replica() {
         "expected a non-finite loss at step 0, got {e}"
     );
 }
+
+#[test]
+fn a_run_directory_rank_0_cannot_create_stops_every_replica() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, "not a directory").unwrap();
+    // only rank 0 creates the directory; the other replica must not wait for it forever
+    let e = on_two_replicas(&tiny(10, 1), &Corpus::shakespeare(), &file.join("run")).unwrap_err();
+    assert!(matches!(e, TrainError::Io { .. }), "{e}");
+}
