@@ -125,14 +125,6 @@ pub fn split_heads<B: Backend>(x: Tensor<B, 3>, heads: usize) -> Tensor<B, 4> {
     x.reshape([b, n, heads, inner / heads]).swap_dims(1, 2)
 }
 
-/// `[batch, seq, 3 * heads * dim_head]` (a fused q/k/v projection) -> `[q, k, v]`, each
-/// `[batch, heads, seq, dim_head]`.
-pub fn qkv_heads<B: Backend>(qkv: Tensor<B, 3>, heads: usize) -> [Tensor<B, 4>; 3] {
-    let mut parts = qkv.chunk(3, 2).into_iter().map(|t| split_heads(t, heads));
-    let mut next = || parts.next().expect("chunk(3) gives three parts");
-    [next(), next(), next()]
-}
-
 /// The q, k and v projections of a fused `[dim, 3 · inner]` weight, each `[batch, seq, inner]`
 /// and contiguous. Slicing the small weight rather than the large output keeps the activations
 /// and their gradients contiguous, and skips the backward of `chunk` (zero-filled copies of the

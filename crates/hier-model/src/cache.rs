@@ -18,7 +18,7 @@
 
 use burn::tensor::activation::softmax;
 use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
-use hier_attn::kernel::{merge_heads, qkv_heads};
+use hier_attn::kernel::{merge_heads, qkv_projections, split_heads};
 use hier_attn::rotary::{self, Layout};
 
 use crate::block::{Attention, HierarchicalBlock};
@@ -148,7 +148,8 @@ fn attention_step<B: Backend>(
     let device = x.device();
     match attn {
         Attention::Local(a) => {
-            let [q, k, v] = qkv_heads(a.to_qkv.forward(a.norm.forward(x)), a.heads);
+            let [q, k, v] =
+                qkv_projections(a.norm.forward(x), &a.to_qkv).map(|t| split_heads(t, a.heads));
             // rotary depends on the query-key distance only: absolute axial positions will do
             let (cos, sin) =
                 rotary::cos_sin::<B>(a.dim_head, pos..pos + 1, Layout::HalfSplit, &device);
@@ -159,7 +160,8 @@ fn attention_step<B: Backend>(
             a.to_out.forward(merge_heads(attend(q, k, v, a.dim_head)))
         }
         Attention::Full(a) => {
-            let [q, k, v] = qkv_heads(a.to_qkv.forward(a.norm.forward(x)), a.heads);
+            let [q, k, v] =
+                qkv_projections(a.norm.forward(x), &a.to_qkv).map(|t| split_heads(t, a.heads));
             let (cos, sin) =
                 rotary::cos_sin::<B>(a.dim_head, pos..pos + 1, Layout::Interleaved, &device);
             let (cos, sin): (Tensor<B, 4>, Tensor<B, 4>) = (cos.unsqueeze(), sin.unsqueeze());

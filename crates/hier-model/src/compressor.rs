@@ -77,22 +77,13 @@ impl<B: Backend> Compressor<B> {
                     let x = padded.swap_dims(1, 2); // [b, d, c - 1 + n]
                     return conv_out.forward(silu(conv.forward(x))).swap_dims(1, 2);
                 }
-                // Non-overlapping windows (the default stride): both convolutions are matrix
-                // products over contiguous rows of `c` taps, without the transposes and the
-                // im2col of a CPU convolution.
+                // Non-overlapping windows (the default stride): rows of `c` taps, without the
+                // transposes and the im2col of a CPU convolution.
                 let windows = n.div_ceil(c);
                 let rows = padded
                     .narrow(1, 0, windows * c)
                     .reshape([b, windows, c * d]);
-                let [inner, _, _] = conv.weight.dims();
-                // weight [inner, d, c] -> [(tap, channel), inner]
-                let w = conv.weight.val().permute([2, 1, 0]).reshape([c * d, inner]);
-                let bias =
-                    |p: &Option<burn::module::Param<Tensor<B, 1>>>| p.as_ref().map(|b| b.val());
-                let hidden = silu(linear(rows, w, bias(&conv.bias)));
-                let [dim, _, _] = conv_out.weight.dims();
-                let w_out = conv_out.weight.val().reshape([dim, inner]).transpose();
-                linear(hidden, w_out, bias(&conv_out.bias))
+                compress_rows(conv, conv_out, rows)
             }
             (_, _, Some(project)) => project.forward(x),
             _ => x,
@@ -107,26 +98,8 @@ impl<B: Backend> Compressor<B> {
             let c = window.dims()[1];
             return self.forward(window.narrow(1, c - 1, 1));
         };
-        // a convolution evaluated at one position is a matrix product over (channel, tap)
         let [b, c, d] = window.dims();
-        let flat = window.swap_dims(1, 2).reshape([b, d * c]);
-        let dense = |weight: Tensor<B, 3>| {
-            let [o, i, k] = weight.dims();
-            weight.reshape([o, i * k]).transpose()
-        };
-        let bias = |p: &Option<burn::module::Param<Tensor<B, 1>>>| {
-            p.as_ref().map(|b| b.val().unsqueeze::<2>())
-        };
-        let mut h = flat.matmul(dense(conv.weight.val()));
-        if let Some(bias) = bias(&conv.bias) {
-            h = h + bias;
-        }
-        let mut out = silu(h).matmul(dense(conv_out.weight.val()));
-        if let Some(bias) = bias(&conv_out.bias) {
-            out = out + bias;
-        }
-        let dim = out.dims()[1];
-        out.reshape([b, 1, dim])
+        compress_rows(conv, conv_out, window.reshape([b, 1, c * d]))
     }
 
     /// Cross-entropy of reconstructing, from each compressed position `j` (original position
@@ -167,4 +140,22 @@ impl<B: Backend> Compressor<B> {
             ignore_index,
         ))
     }
+}
+
+/// Both convolutions evaluated as matrix products on rows of `c` taps laid end to end, oldest
+/// first: `[batch, rows, c · token_dim] -> [batch, rows, dim]`. One row is one window of the
+/// strided convolution.
+fn compress_rows<B: Backend>(
+    conv: &Conv1d<B>,
+    conv_out: &Conv1d<B>,
+    rows: Tensor<B, 3>,
+) -> Tensor<B, 3> {
+    let [inner, d, c] = conv.weight.dims();
+    // weight [inner, d, c] -> [(tap, channel), inner]
+    let w = conv.weight.val().permute([2, 1, 0]).reshape([c * d, inner]);
+    let bias = |p: &Option<burn::module::Param<Tensor<B, 1>>>| p.as_ref().map(|b| b.val());
+    let hidden = silu(linear(rows, w, bias(&conv.bias)));
+    let [dim, _, _] = conv_out.weight.dims();
+    let w_out = conv_out.weight.val().reshape([dim, inner]).transpose();
+    linear(hidden, w_out, bias(&conv_out.bias))
 }

@@ -184,6 +184,41 @@ impl Peer {
     }
 }
 
+/// Run `f` once per device, each on its own thread as a peer of the collective (on the
+/// backend `C` that holds the gradients), and leave the collective afterwards. Results come in
+/// device order.
+pub fn on_replicas<C, T, E, F>(
+    devices: &[C::Device],
+    cluster: Option<&Cluster>,
+    f: F,
+) -> Vec<Result<T, E>>
+where
+    C: Backend,
+    T: Send,
+    E: From<ParallelError> + Send,
+    F: Fn(&Peer, &C::Device) -> Result<T, E> + Sync,
+{
+    std::thread::scope(|s| {
+        let replicas: Vec<_> = devices
+            .iter()
+            .enumerate()
+            .map(|(r, device)| {
+                let f = &f;
+                s.spawn(move || {
+                    let peer = Peer::join::<C>(r, devices.len(), cluster, device)?;
+                    let out = f(&peer, device);
+                    peer.finish::<C>()?;
+                    out
+                })
+            })
+            .collect();
+        replicas
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
+}
+
 /// Every gradient as a 1-D tensor, in module order; zeros for a parameter without one here, which
 /// may have one on another replica.
 struct Flatten<B: AutodiffBackend> {

@@ -23,7 +23,7 @@ use crate::clip::clip_global_norm;
 use crate::data::{random_crops, Corpus, DataError, Split};
 use crate::metrics::{MetricsLog, Record, StepMetrics, ValidMetrics};
 use crate::options::{OptionsError, TrainConfig};
-use crate::parallel::{Cluster, ParallelError, Peer};
+use crate::parallel::{on_replicas, Cluster, ParallelError, Peer};
 use crate::progress::Progress;
 use crate::schedule::learning_rate;
 
@@ -128,25 +128,10 @@ pub fn train_parallel<B: AutodiffBackend>(
         cluster.config(devices.len())?;
     }
     let start = &start;
-    let results: Vec<Result<TrainOutcome, TrainError>> = std::thread::scope(|s| {
-        let replicas: Vec<_> = devices
-            .iter()
-            .enumerate()
-            .map(|(r, device)| {
-                s.spawn(move || {
-                    let peer = Peer::join::<B::InnerBackend>(r, devices.len(), cluster, device)?;
-                    let out =
-                        run::<B>(config, corpus, run_dir, start, device, control, Some(&peer));
-                    peer.finish::<B::InnerBackend>()?;
-                    out
-                })
-            })
-            .collect();
-        replicas
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
-    });
+    let results =
+        on_replicas::<B::InnerBackend, _, TrainError, _>(devices, cluster, |peer, device| {
+            run::<B>(config, corpus, run_dir, start, device, control, Some(peer))
+        });
     // rank 0's error says why; the others only say that they stopped with it
     let mut results = results.into_iter();
     let first = results.next().expect("at least one device");
@@ -156,7 +141,6 @@ pub fn train_parallel<B: AutodiffBackend>(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn run<B: AutodiffBackend>(
     config: &TrainConfig,
     corpus: &Corpus,

@@ -9,7 +9,7 @@ use clap::ValueEnum;
 use hier_model::cache::generate_cached;
 use hier_model::generate::{generate_recompute, Sampler};
 use hier_model::{HierarchicalTransformer, HierarchicalTransformerConfig};
-use hier_train::parallel::Peer;
+use hier_train::parallel::{on_replicas, Peer};
 use hier_train::presets::{preset, NAMES};
 
 use crate::backend::{device, devices, Backend};
@@ -133,25 +133,11 @@ fn train_step_times(config: &HierarchicalTransformerConfig, args: &Args) -> Resu
         );
     }
     let rows = args.batch / args.devices;
-    let devices = devices(args.devices);
-    let times: Vec<Result<Vec<f64>>> = std::thread::scope(|s| {
-        let handles: Vec<_> = devices
-            .iter()
-            .enumerate()
-            .map(|(r, device)| {
-                s.spawn(move || {
-                    let peer = Peer::join::<Backend>(r, args.devices, None, device)?;
-                    let ms = replica_steps(config, args, rows, device, Some(&peer));
-                    peer.finish::<Backend>()?;
-                    ms
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
-    });
+    let times = on_replicas::<Backend, _, anyhow::Error, _>(
+        &devices(args.devices),
+        None,
+        |peer, device| replica_steps(config, args, rows, device, Some(peer)),
+    );
     // every step ends in the all-reduce, so rank 0's times are the steps' times
     times.into_iter().next().expect("at least two replicas")
 }
