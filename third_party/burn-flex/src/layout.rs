@@ -306,6 +306,48 @@ impl Layout {
         Some(Self::contiguous(new_shape))
     }
 
+    /// hier patch: this layout viewed as `new_shape` without moving data, when every group of
+    /// old dimensions that merges or splits into new ones is itself laid out contiguously
+    /// (a transposed matrix gains leading 1s, `[b, n, d]` of a `[b·n, d]` view, ...); `None`
+    /// when the reshape needs a copy.
+    pub fn view_as(&self, new_shape: &Shape) -> Option<Self> {
+        if self.num_elements() == 0 || self.num_elements() != new_shape.num_elements() {
+            return None;
+        }
+        let old: Vec<(usize, isize)> = (0..self.num_dims())
+            .map(|d| (self.shape[d], self.strides[d]))
+            .filter(|&(size, _)| size != 1)
+            .collect();
+        let new: Vec<usize> = (0..new_shape.num_dims()).map(|d| new_shape[d]).collect();
+        let mut strides = vec![1isize; new.len()];
+        let (mut oi, mut ni) = (0, 0);
+        while oi < old.len() && ni < new.len() {
+            let (oi0, ni0) = (oi, ni);
+            let (mut op, mut np) = (old[oi].0, new[ni]);
+            while op != np {
+                if np < op {
+                    ni += 1;
+                    np *= new[ni];
+                } else {
+                    oi += 1;
+                    op *= old[oi].0;
+                }
+            }
+            for k in oi0..oi {
+                if old[k].1 != old[k + 1].1 * old[k + 1].0 as isize {
+                    return None;
+                }
+            }
+            strides[ni] = old[oi].1;
+            for k in (ni0..ni).rev() {
+                strides[k] = strides[k + 1] * new[k + 1] as isize;
+            }
+            oi += 1;
+            ni += 1;
+        }
+        Some(Self::new(new_shape.clone(), strides, self.start_offset))
+    }
+
     /// Compute linear index from multi-dimensional indices.
     pub fn index(&self, indices: &[usize]) -> usize {
         debug_assert_eq!(indices.len(), self.num_dims());

@@ -252,7 +252,15 @@ impl FlexTensor {
     pub fn empty(shape: Shape, dtype: DType) -> Self {
         let num_elements = shape.num_elements();
         let elem_size = dtype_size(dtype);
-        let bytes = Bytes::from_bytes_vec(alloc::vec![0u8; num_elements * elem_size]);
+        // hier patch: allocate with the element's own alignment. `Bytes::from_bytes_vec` on a
+        // `Vec<u8>` (alignment 1) always re-allocated and copied the whole buffer to reach
+        // 16-byte alignment, so every matmul output was written twice.
+        let bytes = match elem_size {
+            2 => Bytes::from_elems(alloc::vec![0u16; num_elements]),
+            4 => Bytes::from_elems(alloc::vec![0u32; num_elements]),
+            8 => Bytes::from_elems(alloc::vec![0u64; num_elements]),
+            _ => Bytes::from_bytes_vec(alloc::vec![0u8; num_elements * elem_size]),
+        };
         let layout = Layout::contiguous(shape);
         Self {
             data: Arc::new(bytes),
@@ -412,6 +420,23 @@ impl FlexTensor {
             // Non-contiguous: copy first
             self.to_contiguous().reshape(new_shape)
         }
+    }
+
+    /// hier patch: reshape that keeps a strided view when the strides allow it (see
+    /// [`Layout::view_as`]) instead of always copying a non-contiguous tensor. Used by
+    /// `float_reshape`; flex's own kernels keep calling [`Self::reshape`], which they may rely
+    /// on to return contiguous data.
+    pub fn reshape_view(&self, new_shape: Shape) -> Self {
+        if !self.layout.is_contiguous()
+            && let Some(layout) = self.layout.view_as(&new_shape)
+        {
+            return Self {
+                data: Arc::clone(&self.data),
+                layout,
+                dtype: self.dtype,
+            };
+        }
+        self.reshape(new_shape)
     }
 
     /// Transpose two dimensions. Zero-copy (metadata only).

@@ -164,4 +164,42 @@ impl<B: Backend, C: CheckpointStrategy> ActivationOps<Autodiff<B, C>> for Autodi
             OpsKind::UnTracked(prep) => prep.finish(B::log_sigmoid(tensor.primitive)),
         }
     }
+
+    fn softmax(tensor: FloatTensor<Self>, dim: usize) -> FloatTensor<Self> {
+        // hier patch: one node whose backward is `y · (g − Σ_dim g·y)`, and the inner backend's
+        // (possibly fused) softmax forward. The default decomposition recorded five nodes (max,
+        // sub, exp, sum, div); its backward recomputed the exponential and built a tensor of
+        // ones for the sum, about ten passes over an attention matrix instead of four.
+        #[derive(Debug)]
+        struct Softmax;
+
+        impl<B: Backend> Backward<B, 1> for Softmax {
+            type State = (FloatTensor<B>, usize);
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 1>,
+                grads: &mut Gradients,
+                _checkpointer: &mut Checkpointer,
+            ) {
+                let (output, dim) = ops.state;
+                unary::<B, _>(ops.parents, ops.node, grads, |grad| {
+                    let dot = B::float_sum_dim(B::float_mul(grad.clone(), output.clone()), dim);
+                    B::float_mul(output, B::float_sub(grad, dot))
+                });
+            }
+        }
+
+        match Softmax
+            .prepare::<C>([tensor.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let output = B::softmax(tensor.primitive, dim);
+                prep.finish((output.clone(), dim), output)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::softmax(tensor.primitive, dim)),
+        }
+    }
 }

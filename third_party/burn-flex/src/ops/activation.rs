@@ -57,6 +57,10 @@ impl ActivationOps<Flex> for Flex {
     }
 
     fn gelu(tensor: FloatTensor<Flex>) -> FloatTensor<Flex> {
+        // hier patch: vectorized f32 path (see `fast_math`).
+        if tensor.dtype() == DType::F32 {
+            return crate::ops::fast_math::gelu(tensor);
+        }
         // 0.5 * x * (1 + erf(x / sqrt(2)))
         use crate::ops::unary::{erf_f32, erf_f64};
         let sqrt2_f32: f32 = core::f32::consts::SQRT_2;
@@ -69,6 +73,10 @@ impl ActivationOps<Flex> for Flex {
     }
 
     fn gelu_backward(x: FloatTensor<Flex>, grad: FloatTensor<Flex>) -> FloatTensor<Flex> {
+        // hier patch: vectorized f32 path (see `fast_math`).
+        if x.dtype() == DType::F32 && grad.dtype() == DType::F32 && x.shape() == grad.shape() {
+            return crate::ops::fast_math::gelu_backward(x, grad);
+        }
         // d/dx[gelu(x)] = 0.5 * (1 + erf(x/sqrt(2))) + x * (1/sqrt(2*pi)) * exp(-x^2/2)
         use crate::ops::unary::{erf_f32, erf_f64};
         let sqrt2_f32: f32 = core::f32::consts::SQRT_2;
@@ -367,13 +375,20 @@ fn softmax_row_f32_simd<S: macerator::Simd>(input: &[f32], output: &mut [f32]) {
     }
 
     // Pass 2: compute exp(x - max), store in output, accumulate sum.
-    // Scalar exp (no SIMD exp in macerator). This pass is the one that
-    // actually does memory reads + writes on the whole row, so scalar
-    // here still lands us at memory bandwidth.
-    let mut sum = 0.0f32;
-    for idx in 0..len {
-        let e = (input[idx] - max_val).exp();
-        output[idx] = e;
+    // hier patch: the branch-free `fast_math::exp_f32` vectorizes here (glibc's scalar `expf`
+    // took most of this kernel's time, more on masked rows through its underflow path); the sum
+    // is a separate vector reduction so the exp loop has no loop-carried dependency.
+    for (o, &x) in output.iter_mut().zip(input) {
+        *o = crate::ops::fast_math::exp_f32(x - max_val);
+    }
+    let mut sum_vec = 0.0f32.splat::<S>();
+    let mut i = 0;
+    while i < simd_len {
+        sum_vec += unsafe { vload_unaligned::<S, _>(output.as_ptr().add(i)) };
+        i += lanes;
+    }
+    let mut sum = sum_vec.reduce_add();
+    for &e in &output[simd_len..] {
         sum += e;
     }
 

@@ -270,7 +270,7 @@ impl FloatTensorOps<Flex> for Flex {
     }
 
     fn float_reshape(tensor: FloatTensor<Flex>, shape: Shape) -> FloatTensor<Flex> {
-        tensor.reshape(shape)
+        tensor.reshape_view(shape)
     }
 
     fn float_gather(

@@ -101,6 +101,7 @@ pub mod conv_transpose;
 pub mod cumulative;
 pub mod deform_conv;
 pub mod expand;
+pub mod fast_math;
 pub mod fft;
 pub mod flip;
 mod float;

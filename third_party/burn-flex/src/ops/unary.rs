@@ -163,6 +163,10 @@ where
 
 /// Exponential: e^x
 pub fn exp(tensor: FlexTensor) -> FlexTensor {
+    // hier patch: vectorized f32 path (see `fast_math`).
+    if tensor.dtype() == DType::F32 {
+        return crate::ops::fast_math::exp(tensor);
+    }
     unary_op(tensor, |x| x.exp(), |x| x.exp())
 }
 
