@@ -186,12 +186,12 @@ fn reshape_of_strided_views_keeps_the_values() {
         }
     }
     let v: Tensor<B, 4> = t.clone().reshape([1, 2, 4, 3]);
-    assert_eq!(v.clone().into_data().to_vec().unwrap(), want);
+    assert_eq!(v.clone().into_data().to_vec::<f32>().unwrap(), want);
     assert_eq!(host(v.reshape([2, 4, 3])), want);
     let v: Tensor<B, 4> = t.clone().reshape([2, 4, 3, 1]);
-    assert_eq!(v.into_data().to_vec().unwrap(), want);
+    assert_eq!(v.into_data().to_vec::<f32>().unwrap(), want);
     let m: Tensor<B, 2> = t.reshape([2, 12]);
-    assert_eq!(m.into_data().to_vec().unwrap(), want);
+    assert_eq!(m.into_data().to_vec::<f32>().unwrap(), want);
     // [i, b, j]: splitting the contiguous last dimension is a view
     let mut want = vec![];
     for i in 0..3 {
@@ -203,7 +203,7 @@ fn reshape_of_strided_views_keeps_the_values() {
     }
     let v: Tensor<B, 4> = x.swap_dims(0, 1).reshape([3, 2, 2, 2]);
     let back = v.clone().exp().log(); // an op on the strided view
-    assert_eq!(v.into_data().to_vec().unwrap(), want);
+    assert_eq!(v.into_data().to_vec::<f32>().unwrap(), want);
     let back: Vec<f32> = back.into_data().to_vec().unwrap();
     for (g, w) in back.iter().zip(&want) {
         assert!((g - w).abs() < 1e-5 * (1.0 + w.abs()));
