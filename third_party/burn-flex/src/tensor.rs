@@ -385,9 +385,33 @@ impl FlexTensor {
             copy_2d_tiled(
                 &mut dst, src, offset, shape[0], shape[1], strides[0], strides[1],
             );
+        } else if all_positive && n > 0 {
+            // hier patch: ND layouts that don't collapse to ≤2D (head splits, windowed blocks)
+            // walk the outer dimensions with an odometer and copy the last two as one 2D block,
+            // instead of one `StridedIter` step per element.
+            // SAFETY: capacity is n; the blocks tile `dst` exactly.
+            unsafe { dst.set_len(n) };
+            let nd = shape.len();
+            let (rows, cols) = (shape[nd - 2], shape[nd - 1]);
+            let block = rows * cols;
+            let (outer, outer_strides) = (&shape[..nd - 2], &strides[..nd - 2]);
+            let mut index = alloc::vec![0usize; nd - 2];
+            let mut base = offset;
+            for out in dst.chunks_exact_mut(block) {
+                copy_2d_tiled(out, src, base, rows, cols, strides[nd - 2], strides[nd - 1]);
+                for d in (0..nd - 2).rev() {
+                    index[d] += 1;
+                    if index[d] < outer[d] {
+                        base += outer_strides[d];
+                        break;
+                    }
+                    index[d] = 0;
+                    base -= (outer[d] as isize - 1) * outer_strides[d];
+                }
+            }
         } else {
             // General fallback: covers negative strides (flipped
-            // tensors) and ND layouts that can't collapse to ≤2D.
+            // tensors) and empty tensors.
             for idx in crate::strided_index::StridedIter::new(&self.layout) {
                 dst.push(src[idx]);
             }
@@ -586,6 +610,15 @@ fn copy_2d_tiled<E: Copy>(
     col_stride: isize,
 ) {
     const TILE: usize = 16;
+
+    // hier patch: rows that are contiguous in the source are plain slice copies.
+    if col_stride == 1 && cols > 0 {
+        for (row, out) in dst[..rows * cols].chunks_exact_mut(cols).enumerate() {
+            let start = (offset + row as isize * row_stride) as usize;
+            out.copy_from_slice(&src[start..start + cols]);
+        }
+        return;
+    }
 
     if row_stride <= col_stride {
         // row-inside-col: the inner loop walks `row_stride` (smaller).

@@ -101,6 +101,10 @@ impl ActivationOps<Flex> for Flex {
     }
 
     fn sigmoid(tensor: FloatTensor<Flex>) -> FloatTensor<Flex> {
+        // hier patch: vectorized f32 path (see `fast_math`).
+        if tensor.dtype() == DType::F32 {
+            return crate::ops::fast_math::sigmoid(tensor);
+        }
         unary_op(tensor, sigmoid_f32, sigmoid_f64)
     }
 

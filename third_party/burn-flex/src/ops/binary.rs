@@ -388,6 +388,17 @@ where
         _ if lhs.layout().num_dims() == 2 => {
             apply_2d_strided(lhs_storage, rhs_storage, lhs.layout(), rhs.layout(), op)
         }
+        // hier patch: ND strided operands with positive strides are first materialised by the
+        // blocked `to_contiguous` (row copies), then combined in one contiguous pass; walking
+        // both with `StridedIter`, one odometer step per element, was several times slower.
+        _ if lhs.layout().strides().iter().all(|&s| s >= 0)
+            && rhs.layout().strides().iter().all(|&s| s >= 0) =>
+        {
+            let n = lhs.layout().num_elements();
+            let (l, r) = (lhs.to_contiguous(), rhs.to_contiguous());
+            let (l, r): (&[E], &[E]) = (l.storage(), r.storage());
+            l[..n].iter().zip(&r[..n]).map(|(&a, &b)| op(a, b)).collect()
+        }
         // General fallback
         _ => {
             let lhs_iter = StridedIter::new(lhs.layout());

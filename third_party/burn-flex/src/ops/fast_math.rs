@@ -1,4 +1,4 @@
-//! hier patch: branch-free f32 `exp`, `erf` and GELU that the compiler vectorizes.
+//! hier patch: branch-free f32 `exp`, `erf`, sigmoid and GELU that the compiler vectorizes.
 //!
 //! `f32::exp` calls glibc's scalar `expf`, which also takes a slow errno path for every result
 //! that underflows (every masked attention logit); libm's `erff` is scalar too. These versions
@@ -78,6 +78,13 @@ pub fn erf_f32(x: f32) -> f32 {
     if z < 0.5 { small } else { large }
 }
 
+/// `1 / (1 + e^{-x})`; saturates to exactly 0 and 1 (`e^{-x}` overflows to infinity or
+/// underflows to 0).
+#[inline(always)]
+pub fn sigmoid_f32(x: f32) -> f32 {
+    1.0 / (1.0 + exp_f32(-x))
+}
+
 const FRAC_1_SQRT_2: f32 = core::f32::consts::FRAC_1_SQRT_2;
 /// 1 / sqrt(2π)
 const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
@@ -142,6 +149,7 @@ macro_rules! map_kernels {
 
 map_kernels!(exp_inplace, exp_into, exp_f32);
 map_kernels!(gelu_inplace, gelu_into, gelu_f32);
+map_kernels!(sigmoid_inplace, sigmoid_into, sigmoid_f32);
 
 #[cfg(feature = "simd")]
 #[macerator::with_simd]
@@ -197,6 +205,11 @@ pub fn exp(tensor: FlexTensor) -> FlexTensor {
 /// Exact GELU of an f32 tensor.
 pub fn gelu(tensor: FlexTensor) -> FlexTensor {
     map_f32(tensor, gelu_inplace, gelu_into)
+}
+
+/// Logistic sigmoid of an f32 tensor.
+pub fn sigmoid(tensor: FlexTensor) -> FlexTensor {
+    map_f32(tensor, sigmoid_inplace, sigmoid_into)
 }
 
 /// GELU's backward of f32 tensors of one shape: `grad · gelu'(x)`.
