@@ -4,6 +4,8 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::module::linear;
 use burn::tensor::{activation::silu, backend::Backend, Tensor};
 
+use hier_attn::kernel::pad_end;
+
 use crate::loss::cross_entropy;
 use crate::spec::HierarchySpec;
 
@@ -71,18 +73,30 @@ impl<B: Backend> Compressor<B> {
             (Some(conv), Some(conv_out), _) => {
                 let [b, n, d] = x.dims();
                 let c = self.factor;
+                let s = self.stride;
                 let pad = Tensor::zeros([b, c - 1, d], &x.device());
                 let padded = Tensor::cat(vec![pad, x], 1); // [b, c - 1 + n, d]
-                if self.stride != c {
-                    let x = padded.swap_dims(1, 2); // [b, d, c - 1 + n]
-                    return conv_out.forward(silu(conv.forward(x))).swap_dims(1, 2);
-                }
-                // Non-overlapping windows (the default stride): rows of `c` taps, without the
-                // transposes and the im2col of a CPU convolution.
-                let windows = n.div_ceil(c);
-                let rows = padded
-                    .narrow(1, 0, windows * c)
-                    .reshape([b, windows, c * d]);
+                                                           // One row of `c` taps per output position `j` (padded positions `j*s + k`),
+                                                           // laid end to end, so both convolutions are matrix products on [b, n, d] rows:
+                                                           // no transposes to [b, d, n] and no CPU convolution.
+                let windows = n.div_ceil(s);
+                let rows = if s == c {
+                    // non-overlapping windows (the default stride): a reshape, no copy
+                    padded
+                        .narrow(1, 0, windows * c)
+                        .reshape([b, windows, c * d])
+                } else {
+                    let padded = pad_end(padded, 1, c - 1 + windows * s);
+                    let tap = |k: usize| {
+                        padded
+                            .clone()
+                            .narrow(1, k, windows * s)
+                            .reshape([b, windows, s, d])
+                            .narrow(2, 0, 1)
+                            .reshape([b, windows, d])
+                    };
+                    Tensor::cat((0..c).map(tap).collect(), 2)
+                };
                 compress_rows(conv, conv_out, rows)
             }
             (_, _, Some(project)) => project.forward(x),
