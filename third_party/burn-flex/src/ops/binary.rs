@@ -498,6 +498,17 @@ where
         return tensor;
     }
 
+    // hier patch: a strided view with positive strides (a transposed or permuted parameter
+    // gradient in the optimizer) is copied once by the blocked `to_contiguous`, then updated in
+    // place, instead of walked element by element with `StridedIter`.
+    if tensor.layout().contiguous_offsets().is_none()
+        && tensor.layout().strides().iter().all(|&s| s >= 0)
+    {
+        let contiguous = tensor.to_contiguous();
+        drop(tensor);
+        return scalar_op_typed(contiguous, scalar, op);
+    }
+
     // Allocating path
     let shape = tensor.layout().shape().clone();
     let dtype = tensor.dtype();
