@@ -94,6 +94,32 @@ fn get_parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
     }
 }
 
+/// hier patch: a matmul output buffer that is not zeroed first. gemm is called with
+/// `read_dst = false` and overwrites every element (callers take the zeroed path when `k == 0`).
+fn uninit_output<T>(len: usize) -> Vec<core::mem::MaybeUninit<T>> {
+    let mut out = Vec::with_capacity(len);
+    // SAFETY: `MaybeUninit` needs no initialisation.
+    unsafe { out.set_len(len) };
+    out
+}
+
+/// hier patch: the buffer of [`uninit_output`] once gemm has written all of it.
+///
+/// # Safety
+/// Every element must have been written.
+unsafe fn assume_init<T>(out: Vec<core::mem::MaybeUninit<T>>) -> Vec<T> {
+    let mut out = core::mem::ManuallyDrop::new(out);
+    // SAFETY: same allocation, layout and length; `MaybeUninit<T>` has `T`'s layout.
+    unsafe { Vec::from_raw_parts(out.as_mut_ptr().cast::<T>(), out.len(), out.capacity()) }
+}
+
+/// hier patch: wrap a fully written output buffer as a contiguous tensor.
+fn output_tensor<T: GemmScalar>(out: Vec<core::mem::MaybeUninit<T>>, shape: Shape) -> FlexTensor {
+    // SAFETY: callers pass buffers gemm has overwritten completely.
+    let out = unsafe { assume_init(out) };
+    FlexTensor::new(Bytes::from_elems(out), Layout::contiguous(shape), T::dtype())
+}
+
 /// Dispatch matrix multiplication based on dtype.
 pub fn matmul(lhs: FlexTensor, rhs: FlexTensor) -> FlexTensor {
     assert_eq!(lhs.dtype(), rhs.dtype(), "matmul: dtype mismatch");
@@ -276,8 +302,10 @@ fn matmul_2d_strided<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor) -> FlexTen
     let rhs_ptr = unsafe { rhs_data.as_ptr().add(rhs.layout().start_offset()) };
 
     let out_shape = Shape::from(vec![m, n]);
-    let mut output = FlexTensor::empty(out_shape, T::dtype());
-    let out_data: &mut [T] = output.storage_mut();
+    if k == 0 {
+        return FlexTensor::empty(out_shape, T::dtype());
+    }
+    let mut out_data = uninit_output::<T>(m * n);
 
     let parallelism = get_parallelism(m, n, k);
 
@@ -286,7 +314,7 @@ fn matmul_2d_strided<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor) -> FlexTen
             m,
             n,
             k,
-            out_data.as_mut_ptr(),
+            out_data.as_mut_ptr().cast::<T>(),
             1,
             n as isize,
             lhs_ptr,
@@ -299,7 +327,7 @@ fn matmul_2d_strided<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor) -> FlexTen
         );
     }
 
-    output
+    output_tensor(out_data, out_shape)
 }
 
 /// Strided gemm call for one matrix. Wraps `gemm::gemm` with GemmScalar zero/one.
@@ -378,14 +406,16 @@ fn matmul_batched_gemm<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor) -> FlexT
     out_dims.push(m);
     out_dims.push(n);
     let out_shape = Shape::from(out_dims);
-
-    let mut output = FlexTensor::empty(out_shape, T::dtype());
+    if k == 0 {
+        return FlexTensor::empty(out_shape, T::dtype());
+    }
+    let mut out_buffer = uninit_output::<T>(out_shape.num_elements());
 
     let lhs_data: &[T] = lhs.storage();
     let rhs_data: &[T] = rhs.storage();
     let lhs_start = lhs.layout().start_offset() as isize;
     let rhs_start = rhs.layout().start_offset() as isize;
-    let out_data: &mut [T] = output.storage_mut();
+    let out_data: &mut [core::mem::MaybeUninit<T>] = &mut out_buffer;
 
     let per_matrix_ops = m.saturating_mul(n).saturating_mul(k);
 
@@ -424,7 +454,7 @@ fn matmul_batched_gemm<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor) -> FlexT
         if !parallel_matmul() {
             for b in 0..batch_size {
                 run_one(
-                    out_data[b * out_matrix_size..].as_mut_ptr(),
+                    out_data[b * out_matrix_size..].as_mut_ptr().cast::<T>(),
                     b,
                     gemm::Parallelism::None,
                 );
@@ -432,7 +462,7 @@ fn matmul_batched_gemm<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor) -> FlexT
         } else if per_matrix_ops >= PARALLEL_THRESHOLD && !prefer_batch_parallel {
             let parallelism = gemm::Parallelism::Rayon(0);
             for b in 0..batch_size {
-                run_one(out_data[b * out_matrix_size..].as_mut_ptr(), b, parallelism);
+                run_one(out_data[b * out_matrix_size..].as_mut_ptr().cast::<T>(), b, parallelism);
             }
         } else if total_ops >= BATCH_PARALLEL_THRESHOLD && batch_size > 1 {
             use rayon::prelude::*;
@@ -441,12 +471,12 @@ fn matmul_batched_gemm<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor) -> FlexT
                 .par_chunks_mut(out_matrix_size)
                 .enumerate()
                 .for_each(|(b, out_chunk)| {
-                    run_one(out_chunk.as_mut_ptr(), b, gemm::Parallelism::None);
+                    run_one(out_chunk.as_mut_ptr().cast::<T>(), b, gemm::Parallelism::None);
                 });
         } else {
             for b in 0..batch_size {
                 run_one(
-                    out_data[b * out_matrix_size..].as_mut_ptr(),
+                    out_data[b * out_matrix_size..].as_mut_ptr().cast::<T>(),
                     b,
                     gemm::Parallelism::None,
                 );
@@ -459,14 +489,14 @@ fn matmul_batched_gemm<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor) -> FlexT
         let _ = per_matrix_ops;
         for b in 0..batch_size {
             run_one(
-                out_data[b * out_matrix_size..].as_mut_ptr(),
+                out_data[b * out_matrix_size..].as_mut_ptr().cast::<T>(),
                 b,
                 gemm::Parallelism::None,
             );
         }
     }
 
-    output
+    output_tensor(out_buffer, out_shape)
 }
 
 // ============================================================================
