@@ -76,15 +76,15 @@ impl<B: Backend> Compressor<B> {
                 let s = self.stride;
                 let pad = Tensor::zeros([b, c - 1, d], &x.device());
                 let padded = Tensor::cat(vec![pad, x], 1); // [b, c - 1 + n, d]
-                                                           // One row of `c` taps per output position `j` (padded positions `j*s + k`),
-                                                           // laid end to end, so both convolutions are matrix products on [b, n, d] rows:
-                                                           // no transposes to [b, d, n] and no CPU convolution.
+
+                // One row per output position `j`: the `c` taps at padded positions `j*s + k`,
+                // channel-major (`[b, windows, d, c]`, tap fastest) to match the convolution
+                // weight's own `[inner, d, c]` layout, so both convolutions are matrix products
+                // on [b, n, ·] rows with the weights used in place.
                 let windows = n.div_ceil(s);
-                let rows = if s == c {
-                    // non-overlapping windows (the default stride): a reshape, no copy
-                    padded
-                        .narrow(1, 0, windows * c)
-                        .reshape([b, windows, c * d])
+                let taps = if s == c {
+                    // non-overlapping windows (the default stride)
+                    padded.narrow(1, 0, windows * c).reshape([b, windows, c, d])
                 } else {
                     let padded = pad_end(padded, 1, c - 1 + windows * s);
                     let tap = |k: usize| {
@@ -93,10 +93,10 @@ impl<B: Backend> Compressor<B> {
                             .narrow(1, k, windows * s)
                             .reshape([b, windows, s, d])
                             .narrow(2, 0, 1)
-                            .reshape([b, windows, d])
                     };
                     Tensor::cat((0..c).map(tap).collect(), 2)
                 };
+                let rows = taps.swap_dims(2, 3).reshape([b, windows, d * c]);
                 compress_rows(conv, conv_out, rows)
             }
             (_, _, Some(project)) => project.forward(x),
@@ -113,7 +113,8 @@ impl<B: Backend> Compressor<B> {
             return self.forward(window.narrow(1, c - 1, 1));
         };
         let [b, c, d] = window.dims();
-        compress_rows(conv, conv_out, window.reshape([b, 1, c * d]))
+        let rows = window.swap_dims(1, 2).reshape([b, 1, d * c]);
+        compress_rows(conv, conv_out, rows)
     }
 
     /// Cross-entropy of reconstructing, from each compressed position `j` (original position
@@ -156,17 +157,17 @@ impl<B: Backend> Compressor<B> {
     }
 }
 
-/// Both convolutions evaluated as matrix products on rows of `c` taps laid end to end, oldest
-/// first: `[batch, rows, c · token_dim] -> [batch, rows, dim]`. One row is one window of the
-/// strided convolution.
+/// Both convolutions evaluated as matrix products on rows of `c` taps per channel
+/// (channel-major, tap fastest, oldest tap first): `[batch, rows, token_dim · c] -> [batch, rows,
+/// dim]`. One row is one window of the strided convolution; the weights are used as they are
+/// stored (`[inner, token_dim, c]` viewed as `[inner, token_dim · c]`), not copied per call.
 fn compress_rows<B: Backend>(
     conv: &Conv1d<B>,
     conv_out: &Conv1d<B>,
     rows: Tensor<B, 3>,
 ) -> Tensor<B, 3> {
     let [inner, d, c] = conv.weight.dims();
-    // weight [inner, d, c] -> [(tap, channel), inner]
-    let w = conv.weight.val().permute([2, 1, 0]).reshape([c * d, inner]);
+    let w = conv.weight.val().reshape([inner, d * c]).transpose();
     let bias = |p: &Option<burn::module::Param<Tensor<B, 1>>>| p.as_ref().map(|b| b.val());
     let hidden = silu(linear(rows, w, bias(&conv.bias)));
     let [dim, _, _] = conv_out.weight.dims();
