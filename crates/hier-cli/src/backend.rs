@@ -33,15 +33,6 @@ pub fn device() -> Device {
 /// `n` devices for data-parallel training: the first `n` GPUs, or the CPU `n` times (one
 /// replica per thread).
 pub fn devices(n: usize) -> Vec<Device> {
-    #[cfg(all(
-        feature = "flex",
-        not(any(feature = "cuda", feature = "wgpu", feature = "ndarray"))
-    ))]
-    if n > 1 {
-        // One replica per thread already keeps the cores busy; gemm's own threads on top of
-        // them oversubscribed the cores (docs/performance.md).
-        burn_flex::set_parallel_matmul(false);
-    }
     (0..n).map(nth_device).collect()
 }
 

@@ -187,6 +187,11 @@ impl Peer {
 /// Run `f` once per device, each on its own thread as a peer of the collective (on the
 /// backend `C` that holds the gradients), and leave the collective afterwards. Results come in
 /// device order.
+///
+/// Each replica runs inside a rayon pool of its own with its share of the CPU cores, so CPU
+/// backends that parallelise an op with rayon (Flex's matrix products, softmax, reductions)
+/// stay on that share: with one shared pool, two replicas on two cores each fanned their ops
+/// out over both cores and oversubscribed them.
 pub fn on_replicas<C, T, E, F>(
     devices: &[C::Device],
     cluster: Option<&Cluster>,
@@ -198,6 +203,8 @@ where
     E: From<ParallelError> + Send,
     F: Fn(&Peer, &C::Device) -> Result<T, E> + Sync,
 {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = (cores / devices.len().max(1)).max(1);
     std::thread::scope(|s| {
         let replicas: Vec<_> = devices
             .iter()
@@ -205,10 +212,21 @@ where
             .map(|(r, device)| {
                 let f = &f;
                 s.spawn(move || {
-                    let peer = Peer::join::<C>(r, devices.len(), cluster, device)?;
-                    let out = f(&peer, device);
-                    peer.finish::<C>()?;
-                    out
+                    let replica = || {
+                        let peer = Peer::join::<C>(r, devices.len(), cluster, device)?;
+                        let out = f(&peer, device);
+                        peer.finish::<C>()?;
+                        out
+                    };
+                    match rayon::ThreadPoolBuilder::new()
+                        .num_threads(threads)
+                        .thread_name(move |i| format!("replica-{r}-{i}"))
+                        .build()
+                    {
+                        Ok(pool) => pool.install(replica),
+                        // no own pool (thread limits): the shared one is slower, not wrong
+                        Err(_) => replica(),
+                    }
                 })
             })
             .collect();

@@ -42,7 +42,6 @@ pub mod ops;
 pub mod simd;
 
 pub use backend::{Flex, FlexDevice};
-pub use ops::matmul::set_parallel_matmul;
 pub use layout::Layout;
 pub use qtensor::FlexQTensor;
 pub use tensor::FlexTensor;

@@ -63,24 +63,9 @@ const PARALLEL_THRESHOLD: usize = 192 * 192 * 192;
 const BATCH_PARALLEL_THRESHOLD: usize = 128 * 128 * 128; // ~2M ops total
 
 /// Get parallelism setting based on matrix size.
-/// hier patch: whether matrix products may fan out over rayon's threads (the default).
-static PARALLEL_MATMUL: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(true);
-
-/// hier patch: let matrix products use rayon's threads (`true`, the default) or run each one on
-/// its calling thread (`false`). Turn it off when the caller already keeps every core busy,
-/// e.g. one data-parallel replica per core on threads of its own: gemm's threads on top of
-/// those oversubscribed the cores (a two-replica training step on two cores ran 15-25% slower).
-pub fn set_parallel_matmul(enabled: bool) {
-    PARALLEL_MATMUL.store(enabled, core::sync::atomic::Ordering::Relaxed);
-}
-
-fn parallel_matmul() -> bool {
-    PARALLEL_MATMUL.load(core::sync::atomic::Ordering::Relaxed)
-}
-
 fn get_parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
     let ops = m.saturating_mul(n).saturating_mul(k);
-    if ops >= PARALLEL_THRESHOLD && parallel_matmul() {
+    if ops >= PARALLEL_THRESHOLD {
         #[cfg(feature = "rayon")]
         {
             gemm::Parallelism::Rayon(0) // 0 = use all available threads
@@ -451,15 +436,7 @@ fn matmul_batched_gemm<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor) -> FlexT
         let total_ops = batch_size.saturating_mul(per_matrix_ops);
         let prefer_batch_parallel = batch_size >= 4 && total_ops >= BATCH_PARALLEL_THRESHOLD;
 
-        if !parallel_matmul() {
-            for b in 0..batch_size {
-                run_one(
-                    out_data[b * out_matrix_size..].as_mut_ptr().cast::<T>(),
-                    b,
-                    gemm::Parallelism::None,
-                );
-            }
-        } else if per_matrix_ops >= PARALLEL_THRESHOLD && !prefer_batch_parallel {
+        if per_matrix_ops >= PARALLEL_THRESHOLD && !prefer_batch_parallel {
             let parallelism = gemm::Parallelism::Rayon(0);
             for b in 0..batch_size {
                 run_one(out_data[b * out_matrix_size..].as_mut_ptr().cast::<T>(), b, parallelism);
