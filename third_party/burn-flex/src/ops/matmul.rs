@@ -63,8 +63,19 @@ const PARALLEL_THRESHOLD: usize = 192 * 192 * 192;
 const BATCH_PARALLEL_THRESHOLD: usize = 128 * 128 * 128; // ~2M ops total
 
 /// Get parallelism setting based on matrix size.
+/// hier patch: false inside a one-thread rayon pool (a data-parallel replica's share of the
+/// cores), where gemm's rayon path only adds overhead.
+#[cfg(feature = "rayon")]
+fn rayon_has_threads() -> bool {
+    rayon::current_num_threads() > 1
+}
+
 fn get_parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
     let ops = m.saturating_mul(n).saturating_mul(k);
+    #[cfg(feature = "rayon")]
+    if !rayon_has_threads() {
+        return gemm::Parallelism::None;
+    }
     if ops >= PARALLEL_THRESHOLD {
         #[cfg(feature = "rayon")]
         {
@@ -436,7 +447,15 @@ fn matmul_batched_gemm<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor) -> FlexT
         let total_ops = batch_size.saturating_mul(per_matrix_ops);
         let prefer_batch_parallel = batch_size >= 4 && total_ops >= BATCH_PARALLEL_THRESHOLD;
 
-        if per_matrix_ops >= PARALLEL_THRESHOLD && !prefer_batch_parallel {
+        if !rayon_has_threads() {
+            for b in 0..batch_size {
+                run_one(
+                    out_data[b * out_matrix_size..].as_mut_ptr().cast::<T>(),
+                    b,
+                    gemm::Parallelism::None,
+                );
+            }
+        } else if per_matrix_ops >= PARALLEL_THRESHOLD && !prefer_batch_parallel {
             let parallelism = gemm::Parallelism::Rayon(0);
             for b in 0..batch_size {
                 run_one(out_data[b * out_matrix_size..].as_mut_ptr().cast::<T>(), b, parallelism);
