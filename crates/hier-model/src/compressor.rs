@@ -83,7 +83,7 @@ impl<B: Backend> Compressor<B> {
                 // on [b, n, ·] rows with the weights used in place.
                 let windows = n.div_ceil(s);
                 let taps = if s == c {
-                    // non-overlapping windows (the default stride)
+                    // non-overlapping windows (stride = c): a reshape, no gather
                     padded.narrow(1, 0, windows * c).reshape([b, windows, c, d])
                 } else {
                     let padded = pad_end(padded, 1, c - 1 + windows * s);
