@@ -1,10 +1,15 @@
 //! `hier`: initialise, run, sample (and, later, train and benchmark) hierarchical transformers.
 
+mod alloc;
 mod backend;
 mod commands;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+
+/// Large blocks are cached rather than unmapped and faulted back in every step (see `alloc`).
+#[global_allocator]
+static ALLOCATOR: alloc::CachingAllocator = alloc::CachingAllocator::new();
 
 #[derive(Parser)]
 #[command(
