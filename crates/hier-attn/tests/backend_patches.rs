@@ -1,10 +1,10 @@
 //! hier's patches to Burn (`third_party/README.md`): burn-flex's vectorized math
 //! (`src/ops/fast_math.rs`) against f64 references and against the formulas it replaces, on
 //! contiguous, strided and shared inputs; burn-flex's copy-free reshape of strided views and
-//! row-flattened linear layers; and burn-autodiff's one-node softmax backward against the
-//! analytic gradient.
+//! row-flattened linear layers; and burn-autodiff's one-node softmax and layer-norm backward
+//! against the analytic gradient and the decomposition they replace.
 
-use burn::tensor::ops::ActivationOps;
+use burn::tensor::ops::{ActivationOps, ModuleOps};
 use burn::tensor::{activation, Distribution, Tensor, TensorData, TensorPrimitive, Tolerance};
 use burn_flex::ops::fast_math::{erf_f32, exp_f32, gelu_backward_f32, gelu_f32, sigmoid_f32};
 use burn_flex::{Flex, FlexDevice};
@@ -240,6 +240,67 @@ fn autodiff_softmax_gradient_is_the_analytic_one() {
         for k in 0..9 {
             let want = y[k] * (wr[k] as f64 - dot);
             assert!((gr[k] as f64 - want).abs() < 1e-6, "{} vs {want}", gr[k]);
+        }
+    }
+}
+
+/// `B::layer_norm` on the autodiff backend (one node) against the element-wise decomposition,
+/// with and without a bias; the gradients of `x` (a strided view), `γ` and `β`.
+#[test]
+fn autodiff_layer_norm_gradients_match_the_decomposition() {
+    type A = burn::backend::Autodiff<Flex>;
+    let leaf = |shape: [usize; 3], offset: f32| {
+        Tensor::<A, 3>::from_data(TensorData::new(host(random(shape)), shape), &FlexDevice)
+            .add_scalar(offset)
+            .detach()
+            .require_grad()
+    };
+    let x = leaf([2, 9, 5], 2.0); // seen as [2, 5, 9] through a transpose
+    let gamma = leaf([1, 1, 9], 1.0).reshape([9]).detach().require_grad();
+    let beta = leaf([1, 1, 9], 0.0).reshape([9]).detach().require_grad();
+    let w = Tensor::<A, 3>::from_data(
+        TensorData::new(host(random([2, 5, 9])), [2, 5, 9]),
+        &FlexDevice,
+    );
+    let eps = 1e-5;
+    for with_beta in [true, false] {
+        let prim = |t: &Tensor<A, 1>| t.clone().into_primitive().tensor();
+        let fused: Tensor<A, 3> = Tensor::from_primitive(TensorPrimitive::Float(A::layer_norm(
+            x.clone().swap_dims(1, 2).into_primitive().tensor(),
+            prim(&gamma),
+            with_beta.then(|| prim(&beta)),
+            eps,
+        )));
+        let xs = x.clone().swap_dims(1, 2);
+        let (var, mean) = xs.clone().var_mean_bias(2);
+        let mut plain = (xs - mean) / (var + eps).sqrt() * gamma.clone().unsqueeze();
+        if with_beta {
+            plain = plain + beta.clone().unsqueeze();
+        }
+        let grads = |y: Tensor<A, 3>| {
+            let g = (y * w.clone()).sum().backward();
+            let values = |t: &Tensor<A, 1>| t.grad(&g).map(|t| host(t.unsqueeze()));
+            (host(x.grad(&g).unwrap()), values(&gamma), values(&beta))
+        };
+        let (fx, fg, fb) = grads(fused);
+        let (px, pg, pb) = grads(plain);
+        let close = |a: &[f32], b: &[f32]| {
+            for (a, b) in a.iter().zip(b) {
+                assert!(
+                    (a - b).abs() < 1e-4 * (1.0 + b.abs()),
+                    "{a} vs {b} (bias {with_beta})"
+                );
+            }
+        };
+        close(&fx, &px);
+        close(&fg.unwrap(), &pg.unwrap());
+        assert_eq!(
+            fb.is_some(),
+            with_beta,
+            "β gets a gradient only when it is used"
+        );
+        if with_beta {
+            close(&fb.unwrap(), &pb.unwrap());
         }
     }
 }

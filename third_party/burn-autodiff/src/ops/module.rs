@@ -1972,6 +1972,72 @@ impl<B: Backend, C: CheckpointStrategy> ModuleOps<Autodiff<B, C>> for Autodiff<B
         }
     }
 
+    fn layer_norm(
+        tensor: AutodiffTensor<B>,
+        gamma: AutodiffTensor<B>,
+        beta: Option<AutodiffTensor<B>>,
+        epsilon: f64,
+    ) -> AutodiffTensor<B> {
+        // hier patch: one node with the inner backend's (fused) forward and the closed-form
+        // backward of `layer_norm_backward`. The default decomposition recorded about ten nodes
+        // (mean, sub, square, mean, add, sqrt, div, mul, add) and twice as many passes in
+        // backward, plus gradient accumulation for every reuse of the input.
+        #[derive(Debug)]
+        struct LayerNorm;
+
+        impl<B: Backend> Backward<B, 3> for LayerNorm {
+            type State = (FloatTensor<B>, FloatTensor<B>, f64, bool);
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 3>,
+                grads: &mut Gradients,
+                _checkpointer: &mut Checkpointer,
+            ) {
+                let grad = grads.consume::<B>(&ops.node);
+                let (x, gamma, epsilon, has_beta) = ops.state;
+                let mut parents = ops.parents;
+                if !has_beta {
+                    parents[2] = None;
+                }
+                let wanted = parents.each_ref().map(Option::is_some);
+                let computed = layer_norm_backward::<B>(x, gamma, epsilon, grad, wanted);
+                for (node, grad) in parents.into_iter().zip(computed) {
+                    if let (Some(node), Some(grad)) = (node, grad) {
+                        grads.register::<B>(node.id, grad);
+                    }
+                }
+            }
+        }
+
+        // without a bias the third parent is the gamma node once more, skipped in backward
+        let beta_node = beta
+            .as_ref()
+            .map_or_else(|| gamma.node.clone(), |b| b.node.clone());
+        let has_beta = beta.is_some();
+        match LayerNorm
+            .prepare::<C>([tensor.node.clone(), gamma.node.clone(), beta_node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let output = B::layer_norm(
+                    tensor.primitive.clone(),
+                    gamma.primitive.clone(),
+                    beta.map(|b| b.primitive),
+                    epsilon,
+                );
+                prep.finish((tensor.primitive, gamma.primitive, epsilon, has_beta), output)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::layer_norm(
+                tensor.primitive,
+                gamma.primitive,
+                beta.map(|b| b.primitive),
+                epsilon,
+            )),
+        }
+    }
+
     fn rfft(
         _signal: FloatTensor<Autodiff<B, C>>,
         _dim: usize,
@@ -2064,4 +2130,46 @@ impl<B: Backend> Backward<B, 1> for MaxPool2D {
             grads.register::<B>(node.id, grad.x_grad);
         }
     }
+}
+
+/// hier patch: the gradients of `y = x̂ · γ + β` over the last axis, `x̂ = (x − μ) · rstd`,
+/// `rstd = 1 / sqrt(var + ε)` (biased variance), with `x̂` and `rstd` recomputed from `x`:
+/// `dx = rstd · (gγ − mean(gγ) − x̂ · mean(gγ · x̂))`, `dγ = Σ g · x̂`, `dβ = Σ g` (sums over all
+/// leading axes). Only the gradients in `wanted` (`[x, γ, β]`) are computed.
+fn layer_norm_backward<B: Backend>(
+    x: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    epsilon: f64,
+    grad: FloatTensor<B>,
+    wanted: [bool; 3],
+) -> [Option<FloatTensor<B>>; 3] {
+    use burn_backend::{Shape, TensorMetadata};
+    let shape = x.shape();
+    let last = shape.num_dims() - 1;
+    let d = shape[last];
+    let rows = shape.num_elements() / d;
+    let mean = B::float_mean_dim(x.clone(), last);
+    let centered = B::float_sub(x, mean);
+    let var = B::float_mean_dim(B::float_mul(centered.clone(), centered.clone()), last);
+    let rstd = B::float_recip(B::float_sqrt(B::float_add_scalar(var, epsilon.into())));
+    let normed = B::float_mul(centered, rstd.clone());
+    let per_feature = |t: FloatTensor<B>| {
+        let summed = B::float_sum_dim(B::float_reshape(t, Shape::new([rows, d])), 0);
+        B::float_reshape(summed, Shape::new([d]))
+    };
+    let [want_x, want_gamma, want_beta] = wanted;
+    let d_beta = want_beta.then(|| per_feature(grad.clone()));
+    let d_gamma = want_gamma.then(|| per_feature(B::float_mul(grad.clone(), normed.clone())));
+    let d_x = want_x.then(|| {
+        let mut gamma_shape = alloc::vec![1; last + 1];
+        gamma_shape[last] = d;
+        let scaled = B::float_mul(grad, B::float_reshape(gamma, Shape::from(gamma_shape)));
+        let mean_scaled = B::float_mean_dim(scaled.clone(), last);
+        let mean_projected =
+            B::float_mean_dim(B::float_mul(scaled.clone(), normed.clone()), last);
+        let centered_grad = B::float_sub(scaled, mean_scaled);
+        let out = B::float_sub(centered_grad, B::float_mul(normed, mean_projected));
+        B::float_mul(out, rstd)
+    });
+    [d_x, d_gamma, d_beta]
 }
