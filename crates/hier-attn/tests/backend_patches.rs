@@ -305,6 +305,32 @@ fn autodiff_layer_norm_gradients_match_the_decomposition() {
     }
 }
 
+/// A slice that keeps everything passes the tensor (and its gradient) through; a real slice
+/// still scatters its gradient into zeros.
+#[test]
+fn autodiff_whole_and_partial_slices() {
+    type A = burn::backend::Autodiff<Flex>;
+    let values = host(random([2, 4, 3]));
+    let x = Tensor::<A, 3>::from_data(TensorData::new(values.clone(), [2, 4, 3]), &FlexDevice)
+        .require_grad();
+    let w = Tensor::<A, 3>::from_data(
+        TensorData::new(host(random([2, 4, 3])), [2, 4, 3]),
+        &FlexDevice,
+    );
+    let whole = x.clone().narrow(1, 0, 4).slice([0..2, 0..4, 0..3]);
+    assert_eq!(host(whole.clone().inner()), values);
+    let part = x.clone().narrow(1, 1, 2); // rows 1..3
+    let loss = (whole * w.clone()).sum() + part.sum().mul_scalar(10.0);
+    let grads = loss.backward();
+    let got = host(x.grad(&grads).unwrap());
+    let w = host(w.inner());
+    for (i, (g, w)) in got.iter().zip(&w).enumerate() {
+        let row = (i / 3) % 4;
+        let want = w + if (1..3).contains(&row) { 10.0 } else { 0.0 };
+        assert!((g - want).abs() < 1e-6, "element {i}: {g} vs {want}");
+    }
+}
+
 #[test]
 fn sigmoid_matches_the_formula_and_saturates() {
     for i in -2000..2000 {

@@ -1536,6 +1536,19 @@ impl<B: Backend, C: CheckpointStrategy> FloatTensorOps<Self> for Autodiff<B, C> 
     }
 
     fn float_slice(tensor: FloatTensor<Self>, slices: &[Slice]) -> FloatTensor<Self> {
+        // hier patch: a slice that keeps every element (e.g. `narrow(axis, 0, len)` of an axis of
+        // length `len`) is the tensor itself; recording it would cost a zero-filled copy of the
+        // whole gradient and a slice assignment in backward.
+        let shape = tensor.primitive.shape();
+        let whole = slices.len() <= shape.num_dims()
+            && slices.iter().enumerate().all(|(axis, slice)| {
+                let size = shape[axis];
+                slice.step == 1 && slice.to_range(size) == (0..size)
+            });
+        if whole {
+            return tensor;
+        }
+
         #[derive(Debug)]
         struct Index;
 
