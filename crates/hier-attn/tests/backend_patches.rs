@@ -217,6 +217,17 @@ fn reshape_of_strided_views_keeps_the_values() {
     for (g, w) in back.iter().zip(&want) {
         assert!((g - w).abs() < 1e-5 * (1.0 + w.abs()));
     }
+    // a contiguous slice at an offset of a flat buffer, reshaped, then used by ops
+    let flat: Tensor<B, 1> = Tensor::from_data(TensorData::new(xs.clone(), [24]), &FlexDevice);
+    let part: Tensor<B, 2> = flat.narrow(0, 6, 12).reshape([3, 4]);
+    assert_eq!(part.clone().into_data().to_vec::<f32>().unwrap(), xs[6..18]);
+    let doubled: Vec<f32> = (part.clone().mul_scalar(2.0) + part.transpose().transpose())
+        .into_data()
+        .to_vec()
+        .unwrap();
+    for (g, w) in doubled.iter().zip(&xs[6..18]) {
+        assert_eq!(*g, 3.0 * w);
+    }
 }
 
 #[test]

@@ -447,11 +447,12 @@ impl FlexTensor {
     }
 
     /// hier patch: reshape that keeps a strided view when the strides allow it (see
-    /// [`Layout::view_as`]) instead of always copying a non-contiguous tensor. Used by
-    /// `float_reshape`; flex's own kernels keep calling [`Self::reshape`], which they may rely
-    /// on to return contiguous data.
+    /// [`Layout::view_as`]) instead of always copying a non-contiguous tensor, or a contiguous
+    /// one that starts at an offset (a slice of a flat buffer, e.g. a gradient unpacked after
+    /// an all-reduce). Used by `float_reshape`; flex's own kernels keep calling
+    /// [`Self::reshape`], which they may rely on to return contiguous data at offset 0.
     pub fn reshape_view(&self, new_shape: Shape) -> Self {
-        if !self.layout.is_contiguous()
+        if (!self.layout.is_contiguous() || self.layout.start_offset() != 0)
             && let Some(layout) = self.layout.view_as(&new_shape)
         {
             return Self {
