@@ -9,8 +9,9 @@
 //!
 //! Blocks below [`MIN_CACHED`] stay with malloc's own bins. Sizes are rounded up to one of four
 //! classes per power of two (at most 25% more address space; the untouched tail of a block is
-//! never faulted in). At most [`CACHE_LIMIT`] bytes wait on the free lists; beyond that, and
-//! when a class's list is full, blocks go back to the system.
+//! never faulted in). At most [`DEFAULT_LIMIT`] bytes (or what [`CachingAllocator::set_limit`]
+//! says; `hier` reads `HIER_ALLOC_CACHE_MIB`, 0 turns the cache off) wait on the free lists;
+//! beyond that, and when a class's list is full, blocks go back to the system.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::UnsafeCell;
@@ -20,8 +21,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 pub const MIN_CACHED: usize = 1 << 16;
 /// Largest block that is cached.
 pub const MAX_CACHED: usize = 1 << 34;
-/// Most bytes held on the free lists at once.
-pub const CACHE_LIMIT: usize = 2 << 30;
+/// Most bytes held on the free lists at once, unless set otherwise.
+pub const DEFAULT_LIMIT: usize = 2 << 30;
 
 const SUB_CLASSES: usize = 4; // size classes per power of two
 const MIN_SHIFT: u32 = MIN_CACHED.trailing_zeros();
@@ -102,6 +103,7 @@ impl FreeList {
 pub struct CachingAllocator {
     free: [FreeList; CLASSES],
     cached_bytes: AtomicUsize,
+    limit: AtomicUsize,
 }
 
 impl CachingAllocator {
@@ -109,6 +111,7 @@ impl CachingAllocator {
         Self {
             free: [const { FreeList::new() }; CLASSES],
             cached_bytes: AtomicUsize::new(0),
+            limit: AtomicUsize::new(DEFAULT_LIMIT),
         }
     }
 
@@ -130,6 +133,11 @@ impl CachingAllocator {
         self.cached_bytes
             .fetch_sub(class_size(class), Ordering::Relaxed);
         Some(block)
+    }
+
+    /// Hold at most `bytes` on the free lists from now on (0: no caching).
+    pub fn set_limit(&self, bytes: usize) {
+        self.limit.store(bytes, Ordering::Relaxed);
     }
 
     /// Bytes now waiting on the free lists.
@@ -186,8 +194,8 @@ unsafe impl GlobalAlloc for CachingAllocator {
             return unsafe { System.dealloc(ptr, layout) };
         };
         let size = class_size(class);
-        let within_limit =
-            self.cached_bytes.fetch_add(size, Ordering::Relaxed) + size <= CACHE_LIMIT;
+        let within_limit = self.cached_bytes.fetch_add(size, Ordering::Relaxed) + size
+            <= self.limit.load(Ordering::Relaxed);
         if !(within_limit && self.free[class].push(ptr)) {
             self.cached_bytes.fetch_sub(size, Ordering::Relaxed);
             unsafe { System.dealloc(ptr, Self::block_layout(class)) };
@@ -307,7 +315,14 @@ mod tests {
                 cache.dealloc(b, layout);
             }
         }
-        assert!(cache.cached_bytes() <= CACHE_LIMIT);
-        assert_eq!(cache.cached_bytes(), 2 << 30);
+        assert_eq!(cache.cached_bytes(), DEFAULT_LIMIT);
+        // with the cache off, nothing is held
+        let off = CachingAllocator::new();
+        off.set_limit(0);
+        unsafe {
+            let block = off.alloc(layout);
+            off.dealloc(block, layout);
+        }
+        assert_eq!(off.cached_bytes(), 0);
     }
 }

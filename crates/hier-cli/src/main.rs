@@ -45,6 +45,18 @@ enum Command {
 }
 
 fn main() {
+    if let Ok(value) = std::env::var("HIER_ALLOC_CACHE_MIB") {
+        match value.trim().parse::<usize>() {
+            Ok(mib) => ALLOCATOR.set_limit(mib.saturating_mul(1 << 20)),
+            Err(_) => {
+                eprintln!(
+                    "error: HIER_ALLOC_CACHE_MIB={value:?} is not a whole number of MiB \
+                     (0 turns the allocation cache off; unset it for the default 2048)"
+                );
+                std::process::exit(2);
+            }
+        }
+    }
     let cli = Cli::parse();
     let result: Result<()> = match cli.command {
         Command::Init(args) => commands::init::run(args),

@@ -251,6 +251,12 @@ fn bad_input_is_a_clear_error() {
             .args(["--prompt-ids", "1", "--filter-thres", "1.5"]),
     );
     assert!(e.contains("filter_thres"), "{e}");
+    let e = run_err(hier().arg("--version").env("HIER_ALLOC_CACHE_MIB", "2GB"));
+    assert!(
+        e.contains("HIER_ALLOC_CACHE_MIB") && e.contains("whole number"),
+        "{e}"
+    );
+    run_ok(hier().arg("--version").env("HIER_ALLOC_CACHE_MIB", "0"));
 }
 
 #[test]
