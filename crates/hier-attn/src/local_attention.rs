@@ -76,9 +76,10 @@ impl<B: Backend> LocalAttention<B> {
 /// Causal sliding-window attention computed in blocks of `window` queries, each looking at its
 /// own block and the one before (memory `O(n * window)`).
 ///
-/// `q, k, v`: `[batch, heads, n, dim_head]` -> `[batch, heads, n, dim_head]`. Rotary angles are
-/// those of the position inside the two-block frame, as in local-attention; only the
-/// query-key distance matters.
+/// `q, k, v`: `[batch, heads, n, dim_head]` -> `[batch, heads, n, dim_head]`, with half-split
+/// rotary embeddings applied here. The rotation is at absolute positions, before the keys are
+/// blocked ([`rotary::local_attention_tables`]): local-attention's frame positions give the
+/// same scores, since only the query-key distance matters.
 pub fn local_causal_attention<B: Backend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
@@ -91,6 +92,19 @@ pub fn local_causal_attention<B: Backend>(
     let w = window;
     let blocks = n.div_ceil(w);
     let padded = blocks * w;
+
+    // queries carry the softmax scale unless the fused op applies it
+    let query = if fused {
+        Part::Query
+    } else {
+        Part::ScaledQuery
+    };
+    let rotation = rotary::rotation_matrix::<B>(dh, Layout::HalfSplit, &device);
+    let (cos, sin) = rotary::local_attention_tables::<B>(n, dh, query, &device);
+    let q = rotary::apply_frame(q, cos, sin, rotation.clone());
+    let (cos, sin) = rotary::local_attention_tables::<B>(n, dh, Part::Key, &device);
+    let k = rotary::apply_frame(k, cos, sin, rotation);
+
     let to_blocks = |t: Tensor<B, 4>| pad_end(t, 2, padded).reshape([b, h, blocks, w, dh]);
     // [b, h, blocks, 2w, dh]: the previous block (zeros before the first) then the block itself
     let look_around = |t: Tensor<B, 5>| {
@@ -105,19 +119,6 @@ pub fn local_causal_attention<B: Backend>(
     let bq = to_blocks(q);
     let bk = look_around(to_blocks(k));
     let bv = look_around(to_blocks(v));
-
-    // frame positions: queries at w..2w (with the softmax scale unless the fused op applies
-    // it), keys at 0..2w
-    let query = if fused {
-        Part::Query
-    } else {
-        Part::ScaledQuery
-    };
-    let rotation = rotary::rotation_matrix::<B>(dh, Layout::HalfSplit, &device);
-    let (cos, sin) = rotary::local_attention_tables::<B>(w, dh, query, &device);
-    let bq = rotary::apply_frame(bq, cos, sin, rotation.clone());
-    let (cos, sin) = rotary::local_attention_tables::<B>(w, dh, Part::Key, &device);
-    let bk = rotary::apply_frame(bk, cos, sin, rotation);
 
     let band = table(TableKey::LocalBias { blocks, window: w }, || {
         bias_values([blocks, w, 2 * w], |[u, i, j]| {

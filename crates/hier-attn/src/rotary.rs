@@ -5,10 +5,11 @@
 //! * [`Layout::HalfSplit`] (GPT-NeoX, local-attention): features `i` and `i + d/2` rotate together;
 //!   used without xPos by local attention.
 //!
-//! Tables are computed on the host in f32, the way the reference computes them (`t * inv_freq`
-//! in f32, then `cos`/`sin`). The attention layers use memoised tables with the xPos and softmax
-//! scales folded in ([`full_attention_tables`], [`local_attention_tables`]) and rotate contiguous
-//! rows with [`apply_frame`].
+//! Full attention's tables are computed on the host in f32, the way the reference computes them
+//! (`t * inv_freq` in f32, then `cos`/`sin`); local attention's in f64 at absolute positions
+//! ([`local_attention_tables`] says why). The attention layers use memoised tables with the xPos
+//! and softmax scales folded in ([`full_attention_tables`], [`local_attention_tables`]) and
+//! rotate contiguous rows with [`apply_frame`].
 
 use burn::tensor::{backend::Backend, Tensor, TensorData};
 
@@ -240,36 +241,45 @@ pub fn full_attention_tables<B: Backend>(
     )
 }
 
-/// Local attention's half-split tables for one two-block frame: queries sit at frame positions
-/// `w..2w` (with `dim_head^-0.5` folded in for [`Part::ScaledQuery`]), keys at `0..2w`.
-/// `[w · dim_head]` or `[2w · dim_head]`.
+/// Local attention's half-split tables for positions `0..seq` (with `dim_head^-0.5` folded in
+/// for [`Part::ScaledQuery`]): `[seq · dim_head]`.
+///
+/// local-attention rotates queries and keys at their positions inside each two-block frame;
+/// rotary scores depend on the query-key distance only, so absolute positions give the same
+/// scores and let every key be rotated once, before the look-around duplicates it. The angles
+/// are computed in f64 (exact to f32 rounding at any position), where the frame's f32 angles
+/// (positions below `2w`) are off by at most half an ulp of `2w`.
 pub fn local_attention_tables<B: Backend>(
-    window: usize,
+    seq: usize,
     dim_head: usize,
     part: Part,
     device: &B::Device,
 ) -> (Tensor<B, 1>, Tensor<B, 1>) {
-    let positions = match part {
-        Part::Key => 0..2 * window,
-        Part::Query | Part::ScaledQuery => window..2 * window,
-    };
-    let len = positions.len() * dim_head;
     let scale = match part {
-        Part::ScaledQuery => (dim_head as f32).powf(-0.5),
+        Part::ScaledQuery => (dim_head as f64).powf(-0.5),
         Part::Query | Part::Key => 1.0,
     };
+    let half = dim_head / 2;
+    let inv: Vec<f64> = (0..half)
+        .map(|i| 1.0 / 10000f64.powf((2 * i) as f64 / dim_head as f64))
+        .collect();
     let build = |sin: bool| {
-        angles(dim_head, positions.clone(), Layout::HalfSplit)
-            .iter()
-            .map(|a| scale * if sin { a.sin() } else { a.cos() })
-            .collect()
+        let mut out = Vec::with_capacity(seq * dim_head);
+        for t in 0..seq {
+            for c in 0..dim_head {
+                let a = t as f64 * inv[c % half];
+                out.push((scale * if sin { a.sin() } else { a.cos() }) as f32);
+            }
+        }
+        out
     };
     let key = |sin| TableKey::LocalRotary {
-        window,
+        seq,
         dim_head,
         part,
         sin,
     };
+    let len = seq * dim_head;
     (
         upload(&table(key(false), || build(false)), [len], device),
         upload(&table(key(true), || build(true)), [len], device),

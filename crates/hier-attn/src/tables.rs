@@ -22,9 +22,9 @@ pub(crate) enum TableKey {
         part: Part,
         sin: bool,
     },
-    /// Local attention's frame rotation, queries (`w` positions) or keys (`2w` positions).
+    /// Local attention's rotation at positions `0..seq`.
     LocalRotary {
-        window: usize,
+        seq: usize,
         dim_head: usize,
         part: Part,
         sin: bool,
