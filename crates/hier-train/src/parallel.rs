@@ -160,7 +160,10 @@ impl Peer {
         if parts.is_empty() {
             return Ok(grads);
         }
-        let mean = self.reduce(Tensor::cat(parts, 0))?;
+        // scaled by 1/world here, in every replica at once, and summed: the collective's Mean
+        // divides after the sum, on its one server thread while all replicas wait
+        let scaled = Tensor::cat(parts, 0).mul_scalar(1.0 / self.world as f64);
+        let mean = self.reduce_with(scaled, ReduceOperation::Sum)?;
         module.visit(&mut Unflatten::<B> {
             grads: &mut grads,
             flat: mean,
@@ -173,7 +176,15 @@ impl Peer {
         &self,
         t: Tensor<B, D>,
     ) -> Result<Tensor<B, D>, ParallelError> {
-        let reduced = all_reduce::<B>(self.id, t.into_primitive().tensor(), ReduceOperation::Mean)?;
+        self.reduce_with(t, ReduceOperation::Mean)
+    }
+
+    fn reduce_with<B: Backend, const D: usize>(
+        &self,
+        t: Tensor<B, D>,
+        op: ReduceOperation,
+    ) -> Result<Tensor<B, D>, ParallelError> {
+        let reduced = all_reduce::<B>(self.id, t.into_primitive().tensor(), op)?;
         Ok(Tensor::from_primitive(TensorPrimitive::Float(reduced)))
     }
 
