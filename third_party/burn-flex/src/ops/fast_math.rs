@@ -140,46 +140,39 @@ pub fn gelu_backward_f32(x: f32, g: f32) -> f32 {
     g * x.mul_add(pdf, normal_cdf(x))
 }
 
+/// Defines each function once: under macerator's runtime SIMD dispatch when the `simd` feature
+/// is on (its loop then vectorizes for the CPU it runs on), as a plain function otherwise.
+macro_rules! dispatched {
+    ($(fn $name:ident($($arg:ident: $ty:ty),*) $body:block)*) => {$(
+        #[cfg(feature = "simd")]
+        #[macerator::with_simd]
+        fn $name<S: macerator::Simd>($($arg: $ty),*) $body
+
+        #[cfg(not(feature = "simd"))]
+        fn $name($($arg: $ty),*) $body
+    )*};
+}
+
+/// In-place and into-a-new-buffer maps of the scalar function `$f`.
 macro_rules! map_kernels {
     ($inplace:ident, $into:ident, $f:ident) => {
-        #[cfg(feature = "simd")]
-        #[macerator::with_simd]
-        fn $inplace<S: macerator::Simd>(xs: &mut [f32]) {
-            for x in xs.iter_mut() {
-                *x = $f(*x);
+        dispatched! {
+            fn $inplace(xs: &mut [f32]) {
+                for x in xs.iter_mut() {
+                    *x = $f(*x);
+                }
             }
-        }
 
-        #[cfg(not(feature = "simd"))]
-        fn $inplace(xs: &mut [f32]) {
-            for x in xs.iter_mut() {
-                *x = $f(*x);
+            fn $into(src: &[f32], dst: &mut Vec<f32>) {
+                dst.clear();
+                dst.reserve(src.len());
+                // An index loop over the spare capacity (not `extend`, which stays a scalar call).
+                for (d, &x) in dst.spare_capacity_mut().iter_mut().zip(src) {
+                    d.write($f(x));
+                }
+                // SAFETY: the loop initialised all `src.len()` reserved elements.
+                unsafe { dst.set_len(src.len()) };
             }
-        }
-
-        #[cfg(feature = "simd")]
-        #[macerator::with_simd]
-        fn $into<S: macerator::Simd>(src: &[f32], dst: &mut Vec<f32>) {
-            dst.clear();
-            dst.reserve(src.len());
-            // An index loop over the spare capacity (not `extend`, which stays a scalar call).
-            for (d, &x) in dst.spare_capacity_mut().iter_mut().zip(src) {
-                d.write($f(x));
-            }
-            // SAFETY: the loop initialised all `src.len()` reserved elements.
-            unsafe { dst.set_len(src.len()) };
-        }
-
-        #[cfg(not(feature = "simd"))]
-        fn $into<S: macerator::Simd>(src: &[f32], dst: &mut Vec<f32>) {
-            dst.clear();
-            dst.reserve(src.len());
-            // An index loop over the spare capacity (not `extend`, which stays a scalar call).
-            for (d, &x) in dst.spare_capacity_mut().iter_mut().zip(src) {
-                d.write($f(x));
-            }
-            // SAFETY: the loop initialised all `src.len()` reserved elements.
-            unsafe { dst.set_len(src.len()) };
         }
     };
 }
@@ -188,18 +181,11 @@ map_kernels!(exp_inplace, exp_into, exp_f32);
 map_kernels!(gelu_inplace, gelu_into, gelu_f32);
 map_kernels!(sigmoid_inplace, sigmoid_into, sigmoid_f32);
 
-#[cfg(feature = "simd")]
-#[macerator::with_simd]
-fn gelu_backward_inplace<S: macerator::Simd>(x: &[f32], g: &mut [f32]) {
-    for (g, &x) in g.iter_mut().zip(x) {
-        *g = gelu_backward_f32(x, *g);
-    }
-}
-
-#[cfg(not(feature = "simd"))]
-fn gelu_backward_inplace(x: &[f32], g: &mut [f32]) {
-    for (g, &x) in g.iter_mut().zip(x) {
-        *g = gelu_backward_f32(x, *g);
+dispatched! {
+    fn gelu_backward_inplace(x: &[f32], g: &mut [f32]) {
+        for (g, &x) in g.iter_mut().zip(x) {
+            *g = gelu_backward_f32(x, *g);
+        }
     }
 }
 
