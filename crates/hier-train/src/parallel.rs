@@ -136,7 +136,7 @@ impl Peer {
         host.resize(values.len().max(self.world), 0.0);
         let len = host.len();
         let t = Tensor::<B, 1>::from_data(TensorData::new(host, [len]), device);
-        let reduced = self.reduce::<B, 1>(t)?;
+        let reduced = self.reduce::<B, 1>(t, ReduceOperation::Mean)?;
         Ok(reduced
             .into_data()
             .iter::<f64>()
@@ -151,6 +151,9 @@ impl Peer {
         module: &M,
         grads: GradientsParams,
     ) -> Result<GradientsParams, ParallelError> {
+        if self.world == 1 {
+            return Ok(grads); // the mean over one replica: no flattening, no collective
+        }
         let mut flatten = Flatten::<B> {
             grads,
             parts: Vec::new(),
@@ -163,7 +166,7 @@ impl Peer {
         // scaled by 1/world here, in every replica at once, and summed: the collective's Mean
         // divides after the sum, on its one server thread while all replicas wait
         let scaled = Tensor::cat(parts, 0).mul_scalar(1.0 / self.world as f64);
-        let mean = self.reduce_with(scaled, ReduceOperation::Sum)?;
+        let mean = self.reduce(scaled, ReduceOperation::Sum)?;
         module.visit(&mut Unflatten::<B> {
             grads: &mut grads,
             flat: mean,
@@ -173,13 +176,6 @@ impl Peer {
     }
 
     fn reduce<B: Backend, const D: usize>(
-        &self,
-        t: Tensor<B, D>,
-    ) -> Result<Tensor<B, D>, ParallelError> {
-        self.reduce_with(t, ReduceOperation::Mean)
-    }
-
-    fn reduce_with<B: Backend, const D: usize>(
         &self,
         t: Tensor<B, D>,
         op: ReduceOperation,
