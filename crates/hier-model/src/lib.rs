@@ -14,6 +14,7 @@ mod compressor;
 pub mod config;
 mod error;
 mod feed_forward;
+pub mod files;
 pub mod generate;
 mod init;
 pub mod loss;

@@ -4,13 +4,13 @@
 //! `m.load_state_dict(safetensors.torch.load_file("model.safetensors"))`.
 
 use std::fs;
-use std::io::Write;
 use std::path::Path;
 
 use burn::tensor::backend::Backend;
 
 use crate::config::HierarchicalTransformerConfig;
 use crate::error::LoadError;
+use crate::files;
 use crate::model::HierarchicalTransformer;
 use crate::weights;
 
@@ -27,30 +27,11 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> LoadError + '_ {
 /// Write `bytes` to `path` so that a crash leaves either the old file or the new one, never a
 /// torn one: write a temporary file beside it, flush it to disk, rename it over `path`.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut file = fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)?;
-        if let Ok(d) = fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map_err(io_error(path))
+    files::write_atomic(path, bytes).map_err(io_error(path))
 }
+
+/// The files of a model directory, and the temporary names a crashed write leaves of them.
+pub const OWN_FILES: [&str; 2] = [CONFIG_FILE, WEIGHTS_FILE];
 
 /// Save `model` into `dir` (created if needed).
 pub fn save<B: Backend>(model: &HierarchicalTransformer<B>, dir: &Path) -> Result<(), LoadError> {
@@ -63,7 +44,7 @@ pub fn save<B: Backend>(model: &HierarchicalTransformer<B>, dir: &Path) -> Resul
 /// Read and validate `dir/config.json`.
 pub fn load_config(dir: &Path) -> Result<HierarchicalTransformerConfig, LoadError> {
     let path = dir.join(CONFIG_FILE);
-    let text = fs::read_to_string(&path).map_err(io_error(&path))?;
+    let text = files::read_text(&path).map_err(io_error(&path))?;
     let config =
         HierarchicalTransformerConfig::from_json(&text).map_err(|source| LoadError::Config {
             path: path.display().to_string(),
@@ -83,7 +64,7 @@ pub fn load<B: Backend>(
 ) -> Result<HierarchicalTransformer<B>, LoadError> {
     let config = load_config(dir)?;
     let path = dir.join(WEIGHTS_FILE);
-    let bytes = fs::read(&path).map_err(io_error(&path))?;
+    let bytes = files::read_file(&path, None).map_err(io_error(&path))?;
     let tensors = weights::from_safetensors(&bytes, &path.display().to_string())?;
     let model =
         HierarchicalTransformer::new(&config, device).map_err(|source| LoadError::Config {

@@ -133,3 +133,130 @@ fn broken_files_are_errors_not_panics() {
     let e = model_dir::load::<B>(dir.path(), &Default::default()).unwrap_err();
     assert!(e.to_string().contains("depth"), "{e}");
 }
+
+/// `load` on a thread, failing the test if it does not return within 20 s (a FIFO would block).
+fn load_within_a_deadline(dir: &std::path::Path) -> Result<(), String> {
+    let dir = dir.to_path_buf();
+    let (send, receive) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let result = model_dir::load::<B>(&dir, &Default::default()).map(|_| ());
+        let _ = send.send(result.map_err(|e| e.to_string()));
+    });
+    receive
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("loading blocked instead of refusing the file")
+}
+
+fn mkfifo(path: &std::path::Path) {
+    let made = std::process::Command::new("mkfifo").arg(path).status();
+    assert!(made.unwrap().success());
+}
+
+/// Only regular files are read: a FIFO is refused (not waited on), a symlink to an endless
+/// device is refused (not read without end), a directory is named as such.
+#[test]
+fn only_regular_files_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = HierarchicalTransformer::<B>::new(&config(), &Default::default()).unwrap();
+    model_dir::save(&model, dir.path()).unwrap();
+    let weights = dir.path().join(model_dir::WEIGHTS_FILE);
+    let config = dir.path().join(model_dir::CONFIG_FILE);
+    let saved = std::fs::read(&weights).unwrap();
+
+    for device in ["/dev/zero", "/dev/urandom"] {
+        std::fs::remove_file(&weights).unwrap();
+        std::os::unix::fs::symlink(device, &weights).unwrap();
+        let e = load_within_a_deadline(dir.path()).unwrap_err();
+        assert!(
+            e.contains("character device") && e.contains("regular file"),
+            "{e}"
+        );
+    }
+    std::fs::remove_file(&weights).unwrap();
+    mkfifo(&weights);
+    let e = load_within_a_deadline(dir.path()).unwrap_err();
+    assert!(e.contains("FIFO") && e.contains("model.safetensors"), "{e}");
+    std::fs::remove_file(&weights).unwrap();
+    std::fs::write(&weights, &saved).unwrap();
+
+    let text = std::fs::read(&config).unwrap();
+    std::fs::remove_file(&config).unwrap();
+    mkfifo(&config);
+    let e = load_within_a_deadline(dir.path()).unwrap_err();
+    assert!(e.contains("FIFO") && e.contains("config.json"), "{e}");
+    std::fs::remove_file(&config).unwrap();
+    std::fs::create_dir(&config).unwrap();
+    let e = load_within_a_deadline(dir.path()).unwrap_err();
+    assert!(e.contains("a directory"), "{e}");
+    std::fs::remove_dir(&config).unwrap();
+    std::fs::write(&config, text).unwrap();
+    load_within_a_deadline(dir.path()).unwrap();
+}
+
+/// A safetensors header whose length or data offsets point past the end of the file is an
+/// error (checked against the file's length), never a read past it or a panic.
+#[test]
+fn safetensors_sizes_are_checked_against_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = HierarchicalTransformer::<B>::new(&config(), &Default::default()).unwrap();
+    model_dir::save(&model, dir.path()).unwrap();
+    let path = dir.path().join(model_dir::WEIGHTS_FILE);
+    let bytes = std::fs::read(&path).unwrap();
+    let mut huge_header = bytes.clone();
+    huge_header[..8].copy_from_slice(&(u64::MAX / 2).to_le_bytes());
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header = String::from_utf8(bytes[8..8 + header_len].to_vec()).unwrap();
+    // the first tensor's end offset moved a gigabyte past the end of the file
+    let offsets = header.find("data_offsets").unwrap();
+    let end = offsets + header[offsets..].find(']').unwrap();
+    let start = header[..end].rfind(',').unwrap() + 1;
+    let mut far = header.clone();
+    far.replace_range(start..end, "1000000000");
+    let mut far_offsets = (far.len() as u64).to_le_bytes().to_vec();
+    far_offsets.extend(far.as_bytes());
+    far_offsets.extend(&bytes[8 + header_len..]);
+    for broken in [huge_header, far_offsets, bytes[..4].to_vec()] {
+        std::fs::write(&path, &broken).unwrap();
+        let e = model_dir::load::<B>(dir.path(), &Default::default()).unwrap_err();
+        assert!(matches!(e, LoadError::Format { .. }), "{e}");
+    }
+}
+
+/// An output directory is claimed only when new or empty, and locked while it is written.
+#[test]
+fn output_directories_are_new_or_empty_and_locked() {
+    use hier_model::files::{claim_out_dir, write_new, OutDirError};
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("model");
+    let lock = claim_out_dir(&out, &model_dir::OWN_FILES).unwrap();
+    assert!(matches!(
+        claim_out_dir(&out, &model_dir::OWN_FILES),
+        Err(OutDirError::Locked { .. })
+    ));
+    let model = HierarchicalTransformer::<B>::new(&config(), &Default::default()).unwrap();
+    model_dir::save(&model, &out).unwrap();
+    drop(lock);
+    let e = claim_out_dir(&out, &model_dir::OWN_FILES).unwrap_err();
+    let message = e.to_string();
+    assert!(
+        matches!(e, OutDirError::NotEmpty { .. })
+            && message.contains("config.json, model.safetensors"),
+        "{message}"
+    );
+    let file = tmp.path().join("file");
+    std::fs::write(&file, b"mine").unwrap();
+    assert!(matches!(
+        claim_out_dir(&file, &[]),
+        Err(OutDirError::NotADirectory { .. })
+    ));
+    let e = write_new(&file, b"other").unwrap_err();
+    assert!(e.to_string().contains("already exists"), "{e}");
+    assert_eq!(std::fs::read(&file).unwrap(), b"mine");
+    // a stale temporary of a dead process is removed; the new file is written whole
+    let new = tmp.path().join("new.bin");
+    std::fs::write(tmp.path().join(".new.bin.tmp-4000001"), b"part").unwrap();
+    write_new(&new, b"data").unwrap();
+    assert_eq!(std::fs::read(&new).unwrap(), b"data");
+    let names: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+    assert_eq!(names.len(), 3, "{names:?}"); // model, file, new.bin
+}

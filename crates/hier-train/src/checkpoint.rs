@@ -9,8 +9,11 @@
 //!   metrics.jsonl                    per-step metrics
 //!   checkpoint/
 //!     model.mpk, optimizer.mpk       Burn records (parameter ids tie the optimizer state to the weights)
-//!     state.json                     step, and the sha256 of both records
+//!     state.json                     step, the sha256 of both records, the model config
 //! ```
+//!
+//! `--resume` refuses a checkpoint whose model config differs from the run's `train.json`
+//! (its weights would not fit), and removes a crash's leftovers (`.checkpoint.tmp/`).
 
 use std::fs;
 use std::io::Write;
@@ -20,6 +23,8 @@ use burn::module::AutodiffModule;
 use burn::optim::Optimizer;
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::AutodiffBackend;
+use hier_model::files;
+use hier_model::HierarchicalTransformerConfig;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
@@ -38,6 +43,9 @@ pub struct State {
     pub step: u64,
     pub model_sha256: String,
     pub optimizer_sha256: String,
+    /// The model config the weights belong to (absent in checkpoints of older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<HierarchicalTransformerConfig>,
 }
 
 #[derive(Debug, Error)]
@@ -52,6 +60,8 @@ pub enum CheckpointError {
     NotFound { path: String },
     #[error("checkpoint {path} is corrupted ({what}); it cannot be resumed from — restore it from a backup or start a new run")]
     Corrupt { path: String, what: String },
+    #[error("{path}: the model config in {TRAIN_CONFIG_FILE} differs from the one the checkpoint was trained with (key(s) {keys}); the checkpoint's weights fit only their own config — undo the edit to the \"model\" section of {TRAIN_CONFIG_FILE} (the checkpoint's config is in {CHECKPOINT_DIR}/state.json), or start a new run with --out")]
+    ConfigMismatch { path: String, keys: String },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
@@ -66,6 +76,10 @@ fn sha256(bytes: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, CheckpointError> {
+    files::read_file(path, None).map_err(io(path))
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
@@ -92,8 +106,11 @@ pub fn write_train_config(run_dir: &Path, config: &TrainConfig) -> Result<(), Ch
 /// Read the run's training config.
 pub fn read_train_config(run_dir: &Path) -> Result<TrainConfig, CheckpointError> {
     let path = run_dir.join(TRAIN_CONFIG_FILE);
-    let text = fs::read_to_string(&path).map_err(|_| CheckpointError::NotFound {
-        path: run_dir.display().to_string(),
+    let text = files::read_text(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => CheckpointError::NotFound {
+            path: run_dir.display().to_string(),
+        },
+        _ => io(&path)(e),
     })?;
     serde_json::from_str(&text).map_err(|e| CheckpointError::Corrupt {
         path: path.display().to_string(),
@@ -101,8 +118,14 @@ pub fn read_train_config(run_dir: &Path) -> Result<TrainConfig, CheckpointError>
     })
 }
 
-/// Save model, optimizer and step as the run's checkpoint.
-pub fn save<B, M, O>(run_dir: &Path, model: &M, optim: &O, step: u64) -> Result<(), CheckpointError>
+/// Save model (built from `config`), optimizer and step as the run's checkpoint.
+pub fn save<B, M, O>(
+    run_dir: &Path,
+    config: &HierarchicalTransformerConfig,
+    model: &M,
+    optim: &O,
+    step: u64,
+) -> Result<(), CheckpointError>
 where
     B: AutodiffBackend,
     M: AutodiffModule<B>,
@@ -120,22 +143,20 @@ where
         step,
         model_sha256: sha256(&model_bytes),
         optimizer_sha256: sha256(&optim_bytes),
+        model: Some(config.clone()),
     };
-
+    let state = serde_json::to_string_pretty(&state).expect("state serialises");
+    let contents = [
+        ("model.mpk", model_bytes.as_slice()),
+        ("optimizer.mpk", optim_bytes.as_slice()),
+        ("state.json", state.as_bytes()),
+    ];
     let tmp = run_dir.join(TMP_DIR);
-    if tmp.exists() {
-        fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+    if let Err(e) = write_tmp_dir(&tmp, &contents) {
+        // a failed write (a full disk) leaves no partial checkpoint behind
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(e);
     }
-    fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-    write_synced(&tmp.join("model.mpk"), &model_bytes)?;
-    write_synced(&tmp.join("optimizer.mpk"), &optim_bytes)?;
-    write_synced(
-        &tmp.join("state.json"),
-        serde_json::to_string_pretty(&state)
-            .expect("state serialises")
-            .as_bytes(),
-    )?;
-    sync_dir(&tmp);
 
     let current = run_dir.join(CHECKPOINT_DIR);
     let old = run_dir.join(OLD_DIR);
@@ -151,6 +172,73 @@ where
         fs::remove_dir_all(&old).map_err(io(&old))?;
     }
     Ok(())
+}
+
+/// Write `files` into the fresh directory `tmp`, every file and the directory flushed to disk.
+fn write_tmp_dir(tmp: &Path, files: &[(&str, &[u8])]) -> Result<(), CheckpointError> {
+    if tmp.exists() {
+        fs::remove_dir_all(tmp).map_err(io(tmp))?;
+    }
+    fs::create_dir_all(tmp).map_err(io(tmp))?;
+    for (name, bytes) in files {
+        write_synced(&tmp.join(name), bytes)?;
+    }
+    sync_dir(tmp);
+    Ok(())
+}
+
+/// Remove what a crash left in `run_dir`: a partial `.checkpoint.tmp/`, and `.checkpoint.old/`
+/// once `checkpoint/` is complete (otherwise it is the checkpoint to resume from). The caller
+/// holds the run directory's lock.
+pub fn remove_leftovers(run_dir: &Path) -> Result<(), CheckpointError> {
+    let tmp = run_dir.join(TMP_DIR);
+    if tmp.is_dir() {
+        fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+    }
+    let old = run_dir.join(OLD_DIR);
+    if old.is_dir() && run_dir.join(CHECKPOINT_DIR).join("state.json").is_file() {
+        fs::remove_dir_all(&old).map_err(io(&old))?;
+    }
+    Ok(())
+}
+
+/// The names of the top-level keys on which two model configs differ.
+fn differing_keys(a: &HierarchicalTransformerConfig, b: &HierarchicalTransformerConfig) -> String {
+    let (a, b) = (serde_json::to_value(a), serde_json::to_value(b));
+    let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) = (a, b) else {
+        return "?".into();
+    };
+    let mut keys: Vec<&str> = a.keys().chain(b.keys()).map(String::as_str).collect();
+    keys.sort();
+    keys.dedup();
+    keys.retain(|k| a.get(*k) != b.get(*k));
+    keys.iter()
+        .map(|k| format!("`{k}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Refuse to resume `state` with `config` unless it is the model config the checkpoint was
+/// trained with (older checkpoints, without one, are compared with the run's `config.json`).
+fn check_model_config(
+    run_dir: &Path,
+    state: &State,
+    config: &HierarchicalTransformerConfig,
+) -> Result<(), CheckpointError> {
+    let saved = match &state.model {
+        Some(saved) => saved.clone(),
+        None => match hier_model::model_dir::load_config(run_dir) {
+            Ok(saved) => saved,
+            Err(_) => return Ok(()),
+        },
+    };
+    if &saved == config {
+        return Ok(());
+    }
+    Err(CheckpointError::ConfigMismatch {
+        path: run_dir.display().to_string(),
+        keys: differing_keys(&saved, config),
+    })
 }
 
 fn sync_dir(dir: &Path) {
@@ -173,9 +261,10 @@ fn checkpoint_dir(run_dir: &Path) -> Result<PathBuf, CheckpointError> {
     })
 }
 
-/// Load the checkpoint of `run_dir` into freshly built `model` and `optim`.
+/// Load the checkpoint of `run_dir` into freshly built `model` (of `config`) and `optim`.
 pub fn load<B, M, O>(
     run_dir: &Path,
+    config: &HierarchicalTransformerConfig,
     model: M,
     optim: O,
     device: &B::Device,
@@ -191,12 +280,12 @@ where
         what,
     };
     let state_path = dir.join("state.json");
-    let text = fs::read_to_string(&state_path).map_err(io(&state_path))?;
+    let text = files::read_text(&state_path).map_err(io(&state_path))?;
     let state: State =
         serde_json::from_str(&text).map_err(|e| corrupt(format!("state.json: {e}")))?;
+    check_model_config(run_dir, &state, config)?;
     let read = |name: &str, sha: &str| -> Result<Vec<u8>, CheckpointError> {
-        let path = dir.join(name);
-        let bytes = fs::read(&path).map_err(io(&path))?;
+        let bytes = read(&dir.join(name))?;
         if sha256(&bytes) != sha {
             return Err(corrupt(format!("{name} does not match its checksum")));
         }

@@ -1,12 +1,16 @@
-//! Byte-level corpora: the embedded Shakespeare text, any file (raw or `.gz`, memory-mapped), and
-//! enwik8's standard split. Tokens are bytes (vocabulary 256).
+//! Byte-level corpora: the embedded Shakespeare text, any file (raw or `.gz`), and enwik8's
+//! standard split. Tokens are bytes (vocabulary 256).
+//!
+//! A corpus is read into memory (enwik8 is 100 MB), not memory-mapped: a file truncated or
+//! rewritten while a job trains on it then changes nothing, where a mapping would kill the
+//! process with SIGBUS. A `.gz` file is decompressed in memory, never through a cache file
+//! (which could be torn by a crash, or be taken for another file's).
 
-use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use memmap2::Mmap;
+use hier_model::files;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use thiserror::Error;
 
@@ -55,15 +59,10 @@ impl Split {
     }
 }
 
-enum Bytes {
-    Owned(Vec<u8>),
-    Mapped(Mmap),
-}
-
 /// A byte corpus with its splits.
 pub struct Corpus {
     name: String,
-    bytes: Bytes,
+    bytes: Vec<u8>,
     train: Range<usize>,
     valid: Range<usize>,
     test: Option<Range<usize>>,
@@ -89,42 +88,38 @@ impl Corpus {
     pub fn shakespeare() -> Self {
         let bytes = gunzip(SHAKESPEARE_GZ, Path::new("shakespeare.txt.gz"))
             .expect("the embedded corpus is valid gzip");
-        Self::split_90_10("shakespeare (embedded)".into(), Bytes::Owned(bytes))
+        Self::split_90_10("shakespeare (embedded)".into(), bytes)
     }
 
-    /// Any file: raw bytes are memory-mapped; a `.gz` file is decompressed once into a cache file
-    /// beside the system's temp dir and that is memory-mapped. First 90% train, last 10% valid.
+    /// Any regular file, read into memory (a `.gz` file decompressed). First 90% train, last
+    /// 10% valid.
     pub fn open(path: &Path) -> Result<Self, DataError> {
-        let mapped = if path.extension().is_some_and(|e| e == "gz") {
-            map(&gz_cache(path)?)?
-        } else {
-            map(path)?
-        };
-        if mapped.is_empty() {
+        let mut bytes = read(path)?;
+        if path.extension().is_some_and(|e| e == "gz") {
+            bytes = gunzip(&bytes, path)?;
+        }
+        if bytes.is_empty() {
             return Err(DataError::Empty {
                 path: path.display().to_string(),
             });
         }
-        Ok(Self::split_90_10(
-            path.display().to_string(),
-            Bytes::Mapped(mapped),
-        ))
+        Ok(Self::split_90_10(path.display().to_string(), bytes))
     }
 
     /// enwik8 (`dir/enwik8`, 10^8 bytes): 90M train, 5M validation, 5M test.
     pub fn enwik8(dir: &Path) -> Result<Self, DataError> {
         let path = dir.join("enwik8");
-        let mapped = map(&path)?;
-        if mapped.len() != ENWIK8_LEN {
+        let bytes = read(&path)?;
+        if bytes.len() != ENWIK8_LEN {
             return Err(DataError::Download(format!(
                 "{} has {} bytes, not {ENWIK8_LEN}; run `hier data enwik8` again",
                 path.display(),
-                mapped.len()
+                bytes.len()
             )));
         }
         Ok(Corpus {
             name: path.display().to_string(),
-            bytes: Bytes::Mapped(mapped),
+            bytes,
             train: 0..90_000_000,
             valid: 90_000_000..95_000_000,
             test: Some(95_000_000..ENWIK8_LEN),
@@ -143,14 +138,11 @@ impl Corpus {
 
     /// A corpus from bytes in memory (tests, embedding programs).
     pub fn from_bytes(name: &str, bytes: Vec<u8>) -> Self {
-        Self::split_90_10(name.into(), Bytes::Owned(bytes))
+        Self::split_90_10(name.into(), bytes)
     }
 
-    fn split_90_10(name: String, bytes: Bytes) -> Self {
-        let len = match &bytes {
-            Bytes::Owned(v) => v.len(),
-            Bytes::Mapped(m) => m.len(),
-        };
+    fn split_90_10(name: String, bytes: Vec<u8>) -> Self {
+        let len = bytes.len();
         let cut = len * 9 / 10;
         Corpus {
             name,
@@ -166,10 +158,7 @@ impl Corpus {
     }
 
     fn all(&self) -> &[u8] {
-        match &self.bytes {
-            Bytes::Owned(v) => v,
-            Bytes::Mapped(m) => m,
-        }
+        &self.bytes
     }
 
     /// The bytes of a split.
@@ -205,37 +194,9 @@ impl Corpus {
 /// Bytes of enwik8.
 pub const ENWIK8_LEN: usize = 100_000_000;
 
-fn map(path: &Path) -> Result<Mmap, DataError> {
-    let file = File::open(path).map_err(io(path))?;
-    // SAFETY: the file is opened read-only; hier never writes to a dataset while it is mapped.
-    unsafe { Mmap::map(&file) }.map_err(io(path))
-}
-
-/// Decompress `path` once into a cache file named after its size and modification time.
-fn gz_cache(path: &Path) -> Result<PathBuf, DataError> {
-    let meta = std::fs::metadata(path).map_err(io(path))?;
-    let stamp = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_secs());
-    let stem = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let cache = std::env::temp_dir().join(format!("hier-{stem}-{}-{stamp}.bytes", meta.len()));
-    if cache.exists() {
-        return Ok(cache);
-    }
-    let file = File::open(path).map_err(io(path))?;
-    let mut decoder = flate2::read::GzDecoder::new(std::io::BufReader::new(file));
-    let tmp = cache.with_extension(format!("tmp-{}", std::process::id()));
-    let mut out = std::io::BufWriter::new(File::create(&tmp).map_err(io(&tmp))?);
-    std::io::copy(&mut decoder, &mut out).map_err(io(path))?;
-    out.flush().map_err(io(&tmp))?;
-    drop(out);
-    std::fs::rename(&tmp, &cache).map_err(io(&cache))?;
-    Ok(cache)
+/// Read the regular file `path` whole (a FIFO or a device is refused, not waited on).
+fn read(path: &Path) -> Result<Vec<u8>, DataError> {
+    files::read_file(path, None).map_err(io(path))
 }
 
 /// The random crops of one micro-batch: `batch` windows of `len` bytes, as token ids.
@@ -265,6 +226,7 @@ pub fn random_crops(
 mod tests {
     use super::*;
     use sha2::{Digest, Sha256};
+    use std::io::Write;
 
     #[test]
     fn embedded_corpus_is_the_documented_text() {
@@ -330,5 +292,64 @@ mod tests {
             c.split(Split::Test),
             Err(DataError::NoSplit { .. })
         ));
+    }
+
+    /// Two `.gz` files with the same size and modification time are two corpora (a cache keyed
+    /// by size and time once handed the second the first one's bytes).
+    #[test]
+    fn gz_files_alike_in_size_and_time_are_read_as_themselves() {
+        let dir = tempfile::tempdir().unwrap();
+        let gz = |text: &[u8]| {
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::none());
+            enc.write_all(text).unwrap();
+            enc.finish().unwrap()
+        };
+        let time = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        let mut corpora = Vec::new();
+        for (sub, text) in [("a", b"first corpus, ten"), ("b", b"other corpus, ten")] {
+            std::fs::create_dir(dir.path().join(sub)).unwrap();
+            let path = dir.path().join(sub).join("data.txt.gz");
+            std::fs::write(&path, gz(text)).unwrap();
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(time)
+                .unwrap();
+            corpora.push((Corpus::open(&path).unwrap(), text));
+        }
+        for (corpus, text) in corpora {
+            assert_eq!(corpus.all(), text.as_slice());
+        }
+    }
+
+    /// A data file truncated while a job uses it changes nothing (a memory map would SIGBUS).
+    #[test]
+    fn truncating_the_file_under_a_corpus_is_harmless() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data.txt");
+        let text: Vec<u8> = (0..100_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+        std::fs::write(&path, &text).unwrap();
+        let corpus = Corpus::open(&path).unwrap();
+        std::fs::File::create(&path).unwrap(); // truncate to 0 bytes
+        let sum: u64 = corpus.all().iter().map(|&b| b as u64).sum();
+        assert_eq!(sum, text.iter().map(|&b| b as u64).sum::<u64>());
+    }
+
+    /// A FIFO or a device as the data is refused at once, not waited on or read forever.
+    #[test]
+    fn only_regular_files_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo.txt");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.unwrap().success());
+        for path in [fifo.as_path(), Path::new("/dev/zero")] {
+            let e = Corpus::open(path).err().expect("refused").to_string();
+            assert!(e.contains("not a regular file"), "{e}");
+        }
+        let link = dir.path().join("zero.gz");
+        std::os::unix::fs::symlink("/dev/urandom", &link).unwrap();
+        let e = Corpus::open(&link).err().expect("refused").to_string();
+        assert!(e.contains("character device"), "{e}");
     }
 }

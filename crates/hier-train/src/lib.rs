@@ -13,6 +13,7 @@ pub mod options;
 pub mod parallel;
 pub mod presets;
 pub mod progress;
+pub mod run_dir;
 pub mod schedule;
 pub mod trainer;
 

@@ -38,6 +38,8 @@ pub enum TrainError {
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
     #[error(transparent)]
+    RunDir(#[from] hier_model::files::OutDirError),
+    #[error(transparent)]
     Input(#[from] hier_model::InputError),
     #[error(transparent)]
     Model(#[from] hier_model::LoadError),
@@ -163,9 +165,11 @@ fn run<B: AutodiffBackend>(
         source,
     };
     let setup = || -> Result<_, TrainError> {
-        if writer {
-            std::fs::create_dir_all(run_dir).map_err(io)?;
-        }
+        // held until the run ends: no second job writes this run directory meanwhile
+        let lock = match writer {
+            true => Some(crate::run_dir::claim(run_dir, start)?),
+            false => None,
+        };
         let adam = AdamConfig::new().with_epsilon(1e-8);
         let (model, optim, first_step) = match start {
             Start::New => {
@@ -177,8 +181,13 @@ fn run<B: AutodiffBackend>(
             }
             Start::Resume => {
                 let model = Model::<B>::new(&config.model, device)?;
-                let (model, optim, state) =
-                    checkpoint::load(run_dir, model, adam.init::<B, Model<B>>(), device)?;
+                let (model, optim, state) = checkpoint::load(
+                    run_dir,
+                    &config.model,
+                    model,
+                    adam.init::<B, Model<B>>(),
+                    device,
+                )?;
                 (model, optim, state.step)
             }
         };
@@ -186,9 +195,10 @@ fn run<B: AutodiffBackend>(
             true => Some(MetricsLog::open(run_dir, Some(first_step)).map_err(io)?),
             false => None,
         };
-        Ok((model, optim, first_step, metrics))
+        Ok((model, optim, first_step, metrics, lock))
     };
-    let (mut model, mut optim, first_step, mut metrics) = agree::<B, _>(peer, setup(), device)?;
+    let (mut model, mut optim, first_step, mut metrics, _lock) =
+        agree::<B, _>(peer, setup(), device)?;
     let train_data = corpus.split(Split::Train)?;
     let valid_data = corpus.split(Split::Valid)?;
     let crop = spec.seq_len + 1;
@@ -408,7 +418,7 @@ impl<B: AutodiffBackend> Report<'_, B> {
                 .println(&format!("step {step} sample:\n{text}\n"));
         }
         if checkpoint {
-            checkpoint::save::<B, _, _>(self.run_dir, model, optim, step)?;
+            checkpoint::save::<B, _, _>(self.run_dir, &model.config, model, optim, step)?;
             model_dir::save(&model.valid(), self.run_dir)?;
         }
         Ok(valid)
