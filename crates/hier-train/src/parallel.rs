@@ -30,6 +30,64 @@ pub enum ParallelError {
     Collective(CollectiveError),
     #[error("another replica failed (rank 0 reports why); this replica stopped with it")]
     PeerFailed,
+    #[error("a batch of {batch} rows cannot be shared by {replicas} replicas; use at most {batch} replicas or a larger batch")]
+    BatchTooSmall { batch: usize, replicas: usize },
+}
+
+/// How the replicas of a data-parallel run share the work of a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BatchSplit {
+    /// Every replica trains on `batch_size` crops of its own, so `W` replicas see `W ×
+    /// batch_size` crops a step (PyTorch DDP's per-device batch; `hier train --devices N`).
+    #[default]
+    PerReplica,
+    /// The replicas split each micro-batch of `batch_size` crops between them, replica `r` of
+    /// `W` taking rows `r·B/W .. (r+1)·B/W`, weighted by its share of the rows: the run follows
+    /// one device's within float rounding (hier's CPU default, one replica per core).
+    Shared,
+}
+
+/// One replica's part of every micro-batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shard {
+    /// The rows of the micro-batch's crops this replica trains on.
+    pub rows: std::ops::Range<usize>,
+    /// This replica's weight in the step's mean (the weights of all replicas add up to 1).
+    pub weight: f64,
+    /// Added to the micro-batch index when drawing crops: replicas with their own batches draw
+    /// the micro-batches `rank · grad_accum ..` that one device accumulating them all would.
+    pub micro_offset: u64,
+}
+
+impl BatchSplit {
+    /// The part of each micro-batch of `batch` rows that replica `rank` of `world` trains on.
+    pub fn shard(
+        self,
+        rank: usize,
+        world: usize,
+        batch: usize,
+        grad_accum: usize,
+    ) -> Result<Shard, ParallelError> {
+        match self {
+            BatchSplit::PerReplica => Ok(Shard {
+                rows: 0..batch,
+                weight: 1.0 / world as f64,
+                micro_offset: (rank * grad_accum) as u64,
+            }),
+            BatchSplit::Shared if batch < world => Err(ParallelError::BatchTooSmall {
+                batch,
+                replicas: world,
+            }),
+            BatchSplit::Shared => {
+                let rows = rank * batch / world..(rank + 1) * batch / world;
+                Ok(Shard {
+                    weight: rows.len() as f64 / batch as f64,
+                    rows,
+                    micro_offset: 0,
+                })
+            }
+        }
+    }
 }
 
 impl From<CollectiveError> for ParallelError {
@@ -125,6 +183,18 @@ impl Peer {
         })
     }
 
+    /// `Σ_r weight_r · values_r` over all replicas.
+    pub fn weighted_sum<B: Backend>(
+        &self,
+        values: &[f64],
+        weight: f64,
+        device: &B::Device,
+    ) -> Result<Vec<f64>, ParallelError> {
+        let scale = weight * self.world as f64;
+        let scaled: Vec<f64> = values.iter().map(|v| v * scale).collect();
+        self.mean::<B>(&scaled, device)
+    }
+
     /// The mean of `values` over all replicas.
     pub fn mean<B: Backend>(
         &self,
@@ -144,15 +214,25 @@ impl Peer {
             .collect())
     }
 
-    /// Replace every gradient of `module` by its mean over all replicas: one all-reduce of all
-    /// gradients laid end to end in module order.
+    /// Replace every gradient of `module` by its mean over all replicas.
     pub fn mean_gradients<B: AutodiffBackend, M: AutodiffModule<B>>(
         &self,
         module: &M,
         grads: GradientsParams,
     ) -> Result<GradientsParams, ParallelError> {
+        self.weighted_gradients(module, grads, 1.0 / self.world as f64)
+    }
+
+    /// Replace every gradient of `module` by `Σ_r weight_r · grad_r` over all replicas (the
+    /// weights add up to 1): one all-reduce of all gradients laid end to end in module order.
+    pub fn weighted_gradients<B: AutodiffBackend, M: AutodiffModule<B>>(
+        &self,
+        module: &M,
+        grads: GradientsParams,
+        weight: f64,
+    ) -> Result<GradientsParams, ParallelError> {
         if self.world == 1 {
-            return Ok(grads); // the mean over one replica: no flattening, no collective
+            return Ok(grads); // one replica's weight is 1: no flattening, no collective
         }
         let mut flatten = Flatten::<B> {
             grads,
@@ -163,9 +243,9 @@ impl Peer {
         if parts.is_empty() {
             return Ok(grads);
         }
-        // scaled by 1/world here, in every replica at once, and summed: the collective's Mean
-        // divides after the sum, on its one server thread while all replicas wait
-        let scaled = Tensor::cat(parts, 0).mul_scalar(1.0 / self.world as f64);
+        // weighted here, in every replica at once, and summed: the collective's Mean divides
+        // after the sum, on its one server thread while all replicas wait
+        let scaled = Tensor::cat(parts, 0).mul_scalar(weight);
         let mean = self.reduce(scaled, ReduceOperation::Sum)?;
         module.visit(&mut Unflatten::<B> {
             grads: &mut grads,
@@ -210,38 +290,57 @@ where
     E: From<ParallelError> + Send,
     F: Fn(&Peer, &C::Device) -> Result<T, E> + Sync,
 {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = (cores / devices.len().max(1)).max(1);
+    on_threads(devices.len(), |r| {
+        let device = &devices[r];
+        let peer = Peer::join::<C>(r, devices.len(), cluster, device)?;
+        let out = f(&peer, device);
+        peer.finish::<C>()?;
+        out
+    })
+}
+
+/// Run `f(0) .. f(n - 1)` on `n` threads at once, each inside a rayon pool of its own with
+/// `1/n` of the CPU cores (see [`on_replicas`]). Results come in order.
+pub fn on_threads<T, F>(n: usize, f: F) -> Vec<T>
+where
+    T: Send,
+    F: Fn(usize) -> T + Sync,
+{
+    let threads = (cpu_cores() / n.max(1)).max(1);
     std::thread::scope(|s| {
-        let replicas: Vec<_> = devices
-            .iter()
-            .enumerate()
-            .map(|(r, device)| {
+        let handles: Vec<_> = (0..n)
+            .map(|r| {
                 let f = &f;
                 s.spawn(move || {
-                    let replica = || {
-                        let peer = Peer::join::<C>(r, devices.len(), cluster, device)?;
-                        let out = f(&peer, device);
-                        peer.finish::<C>()?;
-                        out
-                    };
                     match rayon::ThreadPoolBuilder::new()
                         .num_threads(threads)
                         .thread_name(move |i| format!("replica-{r}-{i}"))
                         .build()
                     {
-                        Ok(pool) => pool.install(replica),
+                        Ok(pool) => pool.install(|| f(r)),
                         // no own pool (thread limits): the shared one is slower, not wrong
-                        Err(_) => replica(),
+                        Err(_) => f(r),
                     }
                 })
             })
             .collect();
-        replicas
+        handles
             .into_iter()
             .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
             .collect()
     })
+}
+
+/// The CPU cores this process may use.
+pub fn cpu_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Replicas for a CPU run that shares batches of `batch` rows ([`BatchSplit::Shared`]): one per
+/// core, at most one per row. Flex runs element-wise ops on one thread, so replicas on threads
+/// use the cores better than one replica whose matrix products alone are parallel.
+pub fn cpu_replicas(batch: usize) -> usize {
+    cpu_cores().min(batch).max(1)
 }
 
 /// Every gradient as a 1-D tensor, in module order; zeros for a parameter without one here, which

@@ -23,7 +23,7 @@ use crate::clip::clip_global_norm;
 use crate::data::{random_crops, Corpus, DataError, Split};
 use crate::metrics::{MetricsLog, Record, StepMetrics, ValidMetrics};
 use crate::options::{OptionsError, TrainConfig};
-use crate::parallel::{on_replicas, Cluster, ParallelError, Peer};
+use crate::parallel::{on_replicas, BatchSplit, Cluster, ParallelError, Peer};
 use crate::progress::Progress;
 use crate::schedule::learning_rate;
 
@@ -106,10 +106,13 @@ pub fn train<B: AutodiffBackend>(
 }
 
 /// Data-parallel training: one replica per entry of `devices` (a thread each) and, with
-/// `cluster`, per node. `batch_size` is per replica; replica `r` of `world` draws the crops
-/// that micro-batch `r * grad_accum + k` would draw on one device, so `world` replicas with
-/// `grad_accum` `a` see the batches of one device with `grad_accum` `world * a`. Global rank 0
-/// validates, samples and writes the run directory.
+/// `cluster`, per node. With [`BatchSplit::PerReplica`], `batch_size` is per replica: replica
+/// `r` of `world` draws the crops that micro-batch `r * grad_accum + k` would draw on one
+/// device, so `world` replicas with `grad_accum` `a` see the batches of one device with
+/// `grad_accum` `world * a`. With [`BatchSplit::Shared`] the replicas split each micro-batch
+/// of one device between them and the run follows that device's (on the CPU, one replica per
+/// core: [`crate::cpu_replicas`]). Global rank 0 validates, samples and writes the run
+/// directory.
 pub fn train_parallel<B: AutodiffBackend>(
     config: &TrainConfig,
     corpus: &Corpus,
@@ -117,11 +120,15 @@ pub fn train_parallel<B: AutodiffBackend>(
     start: Start,
     devices: &[B::Device],
     cluster: Option<&Cluster>,
+    split: BatchSplit,
     control: &Control,
 ) -> Result<TrainOutcome, TrainError> {
     if devices.len() == 1 && cluster.is_none() {
         return train::<B>(config, corpus, run_dir, start, &devices[0], control);
     }
+    let world = devices.len() * cluster.map_or(1, |c| c.nodes);
+    // fail here, not in every replica after set-up
+    split.shard(0, world, config.train.batch_size, config.train.grad_accum)?;
     if devices.is_empty() {
         return Err(ParallelError::NoDevices.into());
     }
@@ -132,7 +139,15 @@ pub fn train_parallel<B: AutodiffBackend>(
     let start = &start;
     let results =
         on_replicas::<B::InnerBackend, _, TrainError, _>(devices, cluster, |peer, device| {
-            run::<B>(config, corpus, run_dir, start, device, control, Some(peer))
+            run::<B>(
+                config,
+                corpus,
+                run_dir,
+                start,
+                device,
+                control,
+                Some((peer, split)),
+            )
         });
     // rank 0's error says why; the others only say that they stopped with it
     let mut results = results.into_iter();
@@ -150,15 +165,23 @@ fn run<B: AutodiffBackend>(
     start: &Start,
     device: &B::Device,
     control: &Control,
-    peer: Option<&Peer>,
+    parallel: Option<(&Peer, BatchSplit)>,
 ) -> Result<TrainOutcome, TrainError> {
+    let peer = parallel.map(|(p, _)| p);
     // rank 0 (or the only replica) writes the run directory and reports
     let writer = peer.is_none_or(|p| p.rank == 0);
-    let world = peer.map_or(1, |p| p.world);
-    let rank = peer.map_or(0, |p| p.rank);
     let spec = config.model.validate()?;
     let o = &config.train;
     o.validate()?;
+    let shard = match parallel {
+        Some((p, split)) => split.shard(p.rank, p.world, o.batch_size, o.grad_accum)?,
+        None => BatchSplit::Shared.shard(0, 1, o.batch_size, o.grad_accum)?,
+    };
+    // crops trained on per step by all replicas together
+    let step_rows = match parallel {
+        Some((p, BatchSplit::PerReplica)) => p.world * o.batch_size,
+        _ => o.batch_size,
+    };
     corpus.check_len(spec.seq_len)?;
     let io = |source| TrainError::Io {
         path: run_dir.display().to_string(),
@@ -188,6 +211,11 @@ fn run<B: AutodiffBackend>(
                     adam.init::<B, Model<B>>(),
                     device,
                 )?;
+                if writer {
+                    // what --resume changed (max_steps, validate/sample/checkpoint every)
+                    // holds for the rest of the run and for the next --resume
+                    checkpoint::write_train_config(run_dir, config)?;
+                }
                 (model, optim, state.step)
             }
         };
@@ -202,7 +230,7 @@ fn run<B: AutodiffBackend>(
     let train_data = corpus.split(Split::Train)?;
     let valid_data = corpus.split(Split::Valid)?;
     let crop = spec.seq_len + 1;
-    let tokens_per_step = (world * o.batch_size * o.grad_accum * spec.seq_len) as f64;
+    let tokens_per_step = (step_rows * o.grad_accum * spec.seq_len) as f64;
 
     let progress = match writer {
         true => Progress::new(first_step, o.max_steps, 10),
@@ -215,9 +243,10 @@ fn run<B: AutodiffBackend>(
         train_data.len(),
         valid_data.len(),
         o.max_steps,
-        match world {
-            1 => String::new(),
-            w => format!(", {w} data-parallel replicas"),
+        match parallel {
+            None => String::new(),
+            Some((p, BatchSplit::Shared)) => format!(", {} replicas sharing each batch", p.world),
+            Some((p, BatchSplit::PerReplica)) => format!(", {} data-parallel replicas", p.world),
         }
     ));
     let started = Instant::now();
@@ -233,10 +262,11 @@ fn run<B: AutodiffBackend>(
             ablate_hierarchical_merge: o.ablate_hierarchical_merge,
         };
         for micro in 0..o.grad_accum {
-            let micro = (rank * o.grad_accum + micro) as u64;
+            let micro = shard.micro_offset + micro as u64;
             let ids = random_crops(train_data, crop, o.batch_size, o.seed, step, micro);
-            let ids =
-                Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [o.batch_size, crop]), device);
+            let ids = ids[shard.rows.start * crop..shard.rows.end * crop].to_vec();
+            let rows = shard.rows.len();
+            let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [rows, crop]), device);
             let losses = model.forward_loss_with(ids, options)?;
             let parts = [
                 &losses.total,
@@ -256,12 +286,12 @@ fn run<B: AutodiffBackend>(
         let mut interrupted_here = control.interrupt.is_some_and(|f| f.load(Ordering::SeqCst));
         if let Some(peer) = peer {
             // the same losses, gradients and stop decision on every replica
-            grads = peer.mean_gradients(&model, grads)?;
+            grads = peer.weighted_gradients(&model, grads, shard.weight)?;
             let mut values = sums.to_vec();
             values.push(interrupted_here as u8 as f64);
-            let mean = peer.mean::<B::InnerBackend>(&values, device)?;
-            sums.copy_from_slice(&mean[..6]);
-            interrupted_here = mean[6] > 0.0;
+            let sum = peer.weighted_sum::<B::InnerBackend>(&values, shard.weight, device)?;
+            sums.copy_from_slice(&sum[..6]);
+            interrupted_here = sum[6] > 0.0;
         }
         if !sums[0].is_finite() {
             progress.finish();
@@ -292,24 +322,28 @@ fn run<B: AutodiffBackend>(
         let last = step == o.max_steps;
         interrupted = interrupted_here;
         let pause = control.stop_at == Some(step);
+        let valid = match step.is_multiple_of(o.validate_every) || last {
+            true => Some(validate::<B>(&model, valid_data, crop, o, device, peer)?),
+            false => None,
+        };
         let report = match &mut metrics {
             Some(metrics) => {
                 let ctx = Report {
                     run_dir,
                     valid_data,
-                    crop,
                     device,
                     progress: &progress,
                     started,
                 };
                 let checkpoint =
                     step.is_multiple_of(o.checkpoint_every) || last || interrupted || pause;
-                ctx.after_step(&model, &optim, metrics, record, o, checkpoint)
+                ctx.after_step(&model, &optim, metrics, record, valid, o, checkpoint)
             }
-            None => Ok(None),
+            None => Ok(()),
         };
-        if let Some(valid) = agree::<B, _>(peer, report, device)? {
-            last_valid = Some(valid);
+        agree::<B, _>(peer, report, device)?;
+        if valid.is_some() {
+            last_valid = valid;
         }
         if step.is_multiple_of(o.checkpoint_every) || last || interrupted || pause {
             last_checkpoint = step;
@@ -359,23 +393,24 @@ fn agree<B: AutodiffBackend, T>(
 struct Report<'a, B: AutodiffBackend> {
     run_dir: &'a Path,
     valid_data: &'a [u8],
-    crop: usize,
     device: &'a B::Device,
     progress: &'a Progress,
     started: Instant,
 }
 
 impl<B: AutodiffBackend> Report<'_, B> {
-    /// Returns the validation (loss, bpc) when one ran.
+    /// `valid`: this step's validation (loss, bpc), if one ran.
+    #[allow(clippy::too_many_arguments)]
     fn after_step<O: burn::optim::Optimizer<Model<B>, B>>(
         &self,
         model: &Model<B>,
         optim: &O,
         metrics: &mut MetricsLog,
         record: StepMetrics,
+        valid: Option<(f64, f64)>,
         o: &crate::options::TrainOptions,
         checkpoint: bool,
-    ) -> Result<Option<(f64, f64)>, TrainError> {
+    ) -> Result<(), TrainError> {
         let io = |source| TrainError::Io {
             path: self.run_dir.display().to_string(),
             source,
@@ -390,9 +425,7 @@ impl<B: AutodiffBackend> Report<'_, B> {
             ),
         );
         let last = step == o.max_steps;
-        let mut valid = None;
-        if step.is_multiple_of(o.validate_every) || last {
-            let (loss, bpc) = validate(&model.valid(), self.valid_data, self.crop, o, self.device)?;
+        if let Some((loss, bpc)) = valid {
             let record = ValidMetrics {
                 step,
                 valid_loss: loss,
@@ -403,7 +436,6 @@ impl<B: AutodiffBackend> Report<'_, B> {
             self.progress.println(&format!(
                 "step {step}: validation loss {loss:.4}, {bpc:.4} bits per character"
             ));
-            valid = Some((loss, bpc));
         }
         if o.sample_every > 0 && (step.is_multiple_of(o.sample_every) || last) {
             let text = sample(
@@ -421,32 +453,40 @@ impl<B: AutodiffBackend> Report<'_, B> {
             checkpoint::save::<B, _, _>(self.run_dir, &model.config, model, optim, step)?;
             model_dir::save(&model.valid(), self.run_dir)?;
         }
-        Ok(valid)
+        Ok(())
     }
 }
 
-/// Mean cross-entropy over `batches` fixed random crops of the validation split (the same crops
-/// at every validation), and bits per character.
-fn validate<B: burn::tensor::backend::Backend>(
+/// Mean cross-entropy over `valid_batches` fixed random crops of the validation split (the same
+/// crops at every validation), and bits per character. Replicas take every `world`-th batch and
+/// add up their sums.
+fn validate<B: AutodiffBackend>(
     model: &Model<B>,
     data: &[u8],
     crop: usize,
     o: &crate::options::TrainOptions,
     device: &B::Device,
+    peer: Option<&Peer>,
 ) -> Result<(f64, f64), TrainError> {
-    let mut total = 0.0;
+    let (rank, world) = peer.map_or((0, 1), |p| (p.rank, p.world));
+    let model = model.valid();
     let options = ForwardOptions {
         ablate_hierarchical_merge: o.ablate_hierarchical_merge,
     };
-    for k in 0..o.valid_batches {
-        let ids = random_crops(data, crop, o.batch_size, o.seed, u64::MAX, k as u64);
-        let ids =
-            Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [o.batch_size, crop]), device);
-        total += model
-            .forward_loss_with(ids, options)?
-            .ce
-            .into_scalar()
-            .elem::<f64>();
+    let part = || -> Result<f64, TrainError> {
+        let mut total = 0.0;
+        for k in (rank..o.valid_batches).step_by(world) {
+            let ids = random_crops(data, crop, o.batch_size, o.seed, u64::MAX, k as u64);
+            let ids = TensorData::new(ids, [o.batch_size, crop]);
+            let ids = Tensor::<B::InnerBackend, 2, Int>::from_data(ids, device);
+            let ce = model.forward_loss_with(ids, options)?.ce;
+            total += ce.into_scalar().elem::<f64>();
+        }
+        Ok(total)
+    };
+    let mut total = agree::<B, _>(peer, part(), device)?;
+    if let Some(peer) = peer {
+        total = peer.weighted_sum::<B::InnerBackend>(&[total], 1.0, device)?[0];
     }
     let loss = total / o.valid_batches as f64;
     Ok((loss, loss / std::f64::consts::LN_2))

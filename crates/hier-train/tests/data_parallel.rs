@@ -1,5 +1,6 @@
 //! Data parallelism on one machine: two replicas (threads) with averaged gradients train like
-//! one device that accumulates both replicas' batches, and a failure stops every replica.
+//! one device that accumulates both replicas' batches; two replicas sharing each batch train
+//! like one device with that batch; a failure stops every replica.
 //!
 //! burn-collective keeps one collective per process, so these tests take turns.
 
@@ -10,7 +11,9 @@ use burn::backend::{Autodiff, Flex};
 use hier_model::weights::state_dict;
 use hier_train::metrics::{read, Record};
 use hier_train::presets::preset;
-use hier_train::{train, train_parallel, Control, Corpus, Start, TrainConfig, TrainError};
+use hier_train::{
+    train, train_parallel, BatchSplit, Control, Corpus, Start, TrainConfig, TrainError,
+};
 
 type B = Autodiff<Flex>;
 
@@ -30,9 +33,19 @@ fn on_two_replicas(
     corpus: &Corpus,
     dir: &Path,
 ) -> Result<hier_train::TrainOutcome, TrainError> {
+    on_replicas(2, BatchSplit::PerReplica, config, corpus, dir)
+}
+
+fn on_replicas(
+    n: usize,
+    split: BatchSplit,
+    config: &TrainConfig,
+    corpus: &Corpus,
+    dir: &Path,
+) -> Result<hier_train::TrainOutcome, TrainError> {
     let _turn = COLLECTIVE.lock().unwrap_or_else(|e| e.into_inner());
     burn_collective::reset_collective::<Flex>();
-    let devices = vec![Default::default(); 2];
+    let devices = vec![Default::default(); n];
     train_parallel::<B>(
         config,
         corpus,
@@ -40,6 +53,7 @@ fn on_two_replicas(
         Start::New,
         &devices,
         None,
+        split,
         &Control::default(),
     )
 }
@@ -55,29 +69,25 @@ fn valid_losses(dir: &Path) -> Vec<f64> {
         .collect()
 }
 
-#[test]
-fn two_replicas_train_like_one_device_accumulating_both_batches() {
-    let corpus = Corpus::shakespeare();
-    let parallel = tempfile::tempdir().unwrap();
-    let outcome = on_two_replicas(&tiny(20, 1), &corpus, parallel.path()).unwrap();
-    assert_eq!(outcome.steps, 20);
-
-    let single = tempfile::tempdir().unwrap();
+fn single_device(config: &TrainConfig, dir: &Path) {
     train::<B>(
-        &tiny(20, 2),
-        &corpus,
-        single.path(),
+        config,
+        &Corpus::shakespeare(),
+        dir,
         Start::New,
         &Default::default(),
         &Control::default(),
     )
     .unwrap();
+}
 
-    // the same crops and the same averaged gradients; only the order of float additions differs
+/// The two runs' weights agree within float rounding, their validation losses too, and they
+/// moved away from the initial weights (training was not a no-op).
+fn assert_same_run(parallel: &Path, single: &Path, config: &TrainConfig) {
     let load = |dir: &Path| {
         state_dict(&hier_model::model_dir::load::<Flex>(dir, &Default::default()).unwrap())
     };
-    let (a, b) = (load(parallel.path()), load(single.path()));
+    let (a, b) = (load(parallel), load(single));
     assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
     let mut worst = 0f32;
     for (key, ta) in &a {
@@ -87,16 +97,15 @@ fn two_replicas_train_like_one_device_accumulating_both_batches() {
         }
     }
     assert!(worst < 1e-4, "weights differ by {worst}");
-    let (la, lb) = (valid_losses(parallel.path()), valid_losses(single.path()));
+    let (la, lb) = (valid_losses(parallel), valid_losses(single));
     assert_eq!(la.len(), 2);
     for (x, y) in la.iter().zip(&lb) {
         assert!((x - y).abs() < 1e-4, "validation {la:?} vs {lb:?}");
     }
-    // the replicas moved away from the initial weights together: not a no-op
     let init = state_dict(
         &hier_model::HierarchicalTransformer::<Flex>::init(
-            &tiny(20, 1).model,
-            tiny(20, 1).train.seed,
+            &config.model,
+            config.train.seed,
             &Default::default(),
         )
         .unwrap(),
@@ -105,6 +114,43 @@ fn two_replicas_train_like_one_device_accumulating_both_batches() {
         .iter()
         .any(|(k, t)| t.values.iter().zip(&init[k].values).any(|(x, y)| x != y));
     assert!(moved, "training changed nothing");
+}
+
+#[test]
+fn two_replicas_train_like_one_device_accumulating_both_batches() {
+    let parallel = tempfile::tempdir().unwrap();
+    let outcome = on_two_replicas(&tiny(20, 1), &Corpus::shakespeare(), parallel.path()).unwrap();
+    assert_eq!(outcome.steps, 20);
+    let single = tempfile::tempdir().unwrap();
+    single_device(&tiny(20, 2), single.path());
+    // the same crops and the same averaged gradients; only the order of float additions differs
+    assert_same_run(parallel.path(), single.path(), &tiny(20, 1));
+}
+
+#[test]
+fn replicas_sharing_each_batch_train_like_one_device() {
+    // 3 replicas share batches of 8 rows unevenly (2, 3, 3), with accumulation over 2
+    let config = tiny(20, 2);
+    let shared = tempfile::tempdir().unwrap();
+    let split = BatchSplit::Shared;
+    let outcome = on_replicas(3, split, &config, &Corpus::shakespeare(), shared.path()).unwrap();
+    assert_eq!(outcome.steps, 20);
+    let single = tempfile::tempdir().unwrap();
+    single_device(&config, single.path());
+    assert_same_run(shared.path(), single.path(), &config);
+}
+
+#[test]
+fn more_replicas_than_rows_is_refused() {
+    let mut config = tiny(2, 1);
+    config.train.batch_size = 2;
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = Corpus::shakespeare();
+    let e = on_replicas(3, BatchSplit::Shared, &config, &corpus, dir.path()).unwrap_err();
+    assert!(
+        e.to_string().contains("cannot be shared by 3 replicas"),
+        "{e}"
+    );
 }
 
 #[test]
