@@ -40,7 +40,8 @@ fn run_ok(cmd: &mut Command) -> String {
         "failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout).unwrap()
+    // generated text is raw bytes, not necessarily UTF-8
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn run_err(cmd: &mut Command) -> String {
@@ -90,6 +91,7 @@ fn forward_matches_the_reference() {
     assert!(diff < 1e-4, "logits differ by {diff}");
 
     let (ids, _) = write_ids(tmp.path(), &expected, false);
+    let out = tmp.path().join("with_loss.safetensors");
     run_ok(
         hier()
             .args(["forward", "--with-loss", "--model"])
@@ -175,15 +177,16 @@ fn init_writes_a_loadable_model() {
     ]));
     assert!(!text.is_empty());
     // same seed, same weights
+    let again = tmp.path().join("again");
     run_ok(
         hier()
             .args(["init", "--config"])
             .arg(&config)
             .arg("--out")
-            .arg(&model)
+            .arg(&again)
             .args(["--seed", "3"]),
     );
-    assert_eq!(a, std::fs::read(model.join("model.safetensors")).unwrap());
+    assert_eq!(a, std::fs::read(again.join("model.safetensors")).unwrap());
 }
 
 #[test]
@@ -281,4 +284,232 @@ fn bench_reports_every_mode_as_json() {
             assert!(row["tokens_per_s"].as_f64().unwrap() > 0.0, "{row}");
         }
     }
+}
+
+/// Run `cmd`, which must fail within 30 s (a FIFO read would block it forever); its stderr.
+fn run_err_soon(cmd: &mut Command) -> String {
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("still running after 30 s: it waits on the file instead of refusing it");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "unexpectedly succeeded");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(!stderr.contains("panicked"), "panicked: {stderr}");
+    stderr
+}
+
+fn mkfifo(path: &Path) {
+    assert!(Command::new("mkfifo").arg(path).status().unwrap().success());
+}
+
+fn tiny_train(out: &Path, steps: &str) -> Command {
+    let mut cmd = hier();
+    cmd.args(["train", "--preset", "tiny", "--max-steps", steps, "--out"])
+        .arg(out);
+    cmd
+}
+
+/// Every file of a directory, by name, with its bytes.
+fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .map(|p| (p.display().to_string(), std::fs::read(&p).unwrap()))
+        .collect();
+    files.sort();
+    files
+}
+
+/// `--out` never overwrites: train and init write only into a new or empty directory, forward
+/// only a new file; otherwise they refuse, naming what is there and the fix.
+#[test]
+fn out_never_overwrites_a_model_or_a_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    run_ok(
+        hier()
+            .args(["init", "--config"])
+            .arg(fixture("flat").join("config.json"))
+            .arg("--out")
+            .arg(&model),
+    );
+    let before = snapshot(&model);
+    let e = run_err(&mut tiny_train(&model, "2"));
+    assert!(
+        e.contains("not empty") && e.contains("model.safetensors") && e.contains("--resume"),
+        "{e}"
+    );
+    let e = run_err(
+        hier()
+            .args(["init", "--config"])
+            .arg(fixture("flat").join("config.json"))
+            .arg("--out")
+            .arg(&model)
+            .args(["--seed", "1"]),
+    );
+    assert!(
+        e.contains("not empty") && e.contains("another --out"),
+        "{e}"
+    );
+    assert!(before == snapshot(&model), "the model directory changed");
+
+    // a finished run whose checkpoint/ was removed
+    let run = tmp.path().join("run");
+    run_ok(&mut tiny_train(&run, "2"));
+    std::fs::remove_dir_all(run.join("checkpoint")).unwrap();
+    let before = snapshot(&run);
+    let e = run_err(&mut tiny_train(&run, "2"));
+    assert!(e.contains("not empty"), "{e}");
+    assert!(before == snapshot(&run), "the run directory changed");
+
+    // forward never replaces an existing file
+    let ids = tmp.path().join("ids.json");
+    std::fs::write(&ids, "[[1, 2, 3]]").unwrap();
+    let out = tmp.path().join("logits.safetensors");
+    std::fs::write(&out, b"precious").unwrap();
+    let forward = |with_loss: bool| {
+        let mut cmd = hier();
+        cmd.args(["forward", "--model"])
+            .arg(&model)
+            .arg("--ids")
+            .arg(&ids)
+            .arg("--out")
+            .arg(&out);
+        if with_loss {
+            cmd.arg("--with-loss");
+        }
+        cmd
+    };
+    for with_loss in [false, true] {
+        let e = run_err(&mut forward(with_loss));
+        assert!(e.contains("already exists"), "{e}");
+        assert_eq!(std::fs::read(&out).unwrap(), b"precious");
+    }
+    std::fs::remove_file(&out).unwrap();
+    run_ok(&mut forward(false));
+}
+
+/// A run directory is locked while a job writes it: a second `hier train` into it (new or
+/// --resume) fails at once, naming the directory and the other process.
+#[test]
+fn a_second_job_into_a_running_jobs_directory_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let mut first = tiny_train(&run, "100000")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !run.join("train.json").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first job never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let second = run_err(&mut tiny_train(&run, "5"));
+    let resume = run_err(hier().args(["train", "--resume"]).arg(&run));
+    first.kill().unwrap();
+    first.wait().unwrap();
+    for e in [second, resume] {
+        assert!(
+            e.contains("another process") && e.contains(&run.display().to_string()),
+            "{e}"
+        );
+    }
+}
+
+/// `--resume` after the run's train.json model section was edited: refused, naming the key;
+/// config.json still matches the weights.
+#[test]
+fn resume_refuses_an_edited_model_config() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    run_ok(tiny_train(&run, "4").args(["--checkpoint-every", "2"]));
+    let path = run.join("train.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    config["model"]["window_sizes"] = serde_json::json!([8, 8]);
+    std::fs::write(&path, config.to_string()).unwrap();
+    let before = snapshot(&run);
+    let e = run_err(
+        hier()
+            .args(["train", "--resume"])
+            .arg(&run)
+            .args(["--max-steps", "6"]),
+    );
+    assert!(e.contains("window_sizes") && e.contains("differs"), "{e}");
+    assert!(before == snapshot(&run), "the run directory changed");
+}
+
+/// FIFOs and devices where hier reads a file are refused at once, not waited on or read
+/// without end.
+#[test]
+fn fifos_and_devices_are_refused_not_waited_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    std::fs::create_dir(&model).unwrap();
+    mkfifo(&model.join("config.json"));
+    let e = run_err_soon(
+        hier()
+            .args(["generate", "--model"])
+            .arg(&model)
+            .args(["--prompt", "a"]),
+    );
+    assert!(e.contains("FIFO") && e.contains("config.json"), "{e}");
+
+    let fifo = tmp.path().join("fifo");
+    mkfifo(&fifo);
+    let e = run_err_soon(
+        tiny_train(&tmp.path().join("a"), "2")
+            .arg("--data")
+            .arg(&fifo),
+    );
+    assert!(e.contains("FIFO"), "{e}");
+    let e = run_err_soon(
+        hier()
+            .args(["train", "--out"])
+            .arg(tmp.path().join("b"))
+            .arg("--config")
+            .arg(&fifo),
+    );
+    assert!(e.contains("FIFO"), "{e}");
+    let e = run_err_soon(
+        hier()
+            .args(["forward", "--model"])
+            .arg(fixture("flat"))
+            .arg("--ids")
+            .arg("/dev/zero")
+            .arg("--out")
+            .arg(tmp.path().join("out.safetensors")),
+    );
+    assert!(e.contains("character device"), "{e}");
+
+    let linked = tmp.path().join("linked");
+    std::fs::create_dir(&linked).unwrap();
+    std::fs::copy(
+        fixture("flat").join("config.json"),
+        linked.join("config.json"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("/dev/urandom", linked.join("model.safetensors")).unwrap();
+    let e = run_err_soon(
+        hier()
+            .args(["generate", "--model"])
+            .arg(&linked)
+            .args(["--prompt", "a"]),
+    );
+    assert!(e.contains("character device"), "{e}");
 }

@@ -86,6 +86,29 @@ fn sigkill_then_resume_is_bit_exact() {
         weights(&straight) == weights(&killed),
         "resumed run (killed at checkpoint {at}) differs"
     );
+    let (a, b) = (
+        metrics_without_timing(&straight),
+        metrics_without_timing(&killed),
+    );
+    assert_eq!(a.len(), 40 + 2);
+    assert!(a == b, "resumed metrics differ:\n{a:?}\n{b:?}");
+}
+
+/// The lines of `metrics.jsonl` as text (not parsed: the floats' last digits count), without
+/// the timing fields `tokens_per_s` and `elapsed_s`, the only ones allowed to differ.
+fn metrics_without_timing(run: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let timing = |f: &&str| f.starts_with("\"tokens_per_s\"") || f.starts_with("\"elapsed_s\"");
+    text.lines()
+        .map(|line| {
+            let fields = line.trim_start_matches('{').trim_end_matches('}');
+            fields
+                .split(',')
+                .filter(|f| !timing(f))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .collect()
 }
 
 #[test]
@@ -153,6 +176,10 @@ fn a_failed_checkpoint_write_keeps_the_previous_checkpoint() {
     assert!(
         stderr.contains(".checkpoint.tmp") && stderr.to_lowercase().contains("file too large"),
         "{stderr}"
+    );
+    assert!(
+        !run.join(".checkpoint.tmp").exists(),
+        "the failed write left its partial checkpoint"
     );
     assert_eq!(
         checkpoint_step(&run),

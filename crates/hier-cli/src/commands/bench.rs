@@ -145,7 +145,7 @@ fn train_step_times(config: &HierarchicalTransformerConfig, args: &Args) -> Resu
 pub fn run(args: Args) -> Result<()> {
     let config = match (&args.config, &args.preset) {
         (Some(path), _) => {
-            let text = std::fs::read_to_string(path)
+            let text = hier_model::files::read_text(path)
                 .with_context(|| format!("reading {}", path.display()))?;
             HierarchicalTransformerConfig::from_json(&text)
                 .with_context(|| format!("in {}", path.display()))?

@@ -35,8 +35,8 @@ pub struct Args {
 }
 
 fn read_config(path: &PathBuf) -> Result<TrainConfig> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = hier_model::files::read_text(path)
+        .with_context(|| format!("reading {}", path.display()))?;
     let value: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
     if value.get("model").is_some() {
@@ -52,6 +52,8 @@ fn read_config(path: &PathBuf) -> Result<TrainConfig> {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    // a new or empty directory only (earlier runs and tables are never overwritten), locked
+    let _lock = hier_model::files::claim_out_dir(&args.out, &[])?;
     let corpus = Corpus::from_source(args.data.as_deref())?;
     let mut names = Vec::new();
     let mut runs = Vec::new();

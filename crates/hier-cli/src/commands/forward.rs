@@ -26,8 +26,8 @@ pub struct Args {
 
 /// Parse a JSON list of equal-length lists of ids into (rows, columns, row-major ids).
 pub fn read_ids(path: &PathBuf) -> Result<(usize, usize, Vec<i64>)> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = hier_model::files::read_text(path)
+        .with_context(|| format!("reading {}", path.display()))?;
     let rows: Vec<Vec<i64>> = serde_json::from_str(&text).with_context(|| {
         format!(
             "{} must be a JSON list of lists of integer token ids, e.g. [[1, 2, 3]]",
@@ -48,6 +48,9 @@ pub fn read_ids(path: &PathBuf) -> Result<(usize, usize, Vec<i64>)> {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    // before any work: hier never overwrites an existing output file
+    hier_model::files::prepare_new_file(&args.out)
+        .with_context(|| format!("--out {}", args.out.display()))?;
     let device = device();
     let model = model_dir::load::<Backend>(&args.model, &device)
         .with_context(|| format!("loading {}", args.model.display()))?;
@@ -87,7 +90,7 @@ pub fn run(args: Args) -> Result<()> {
             host(model.forward(ids).context("running the model")?)?,
         );
     }
-    model_dir::write_atomic(&args.out, &to_safetensors(&out))
+    hier_model::files::write_new(&args.out, &to_safetensors(&out))
         .with_context(|| format!("writing {}", args.out.display()))?;
     Ok(())
 }

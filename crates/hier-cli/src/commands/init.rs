@@ -19,7 +19,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let text = std::fs::read_to_string(&args.config)
+    let text = hier_model::files::read_text(&args.config)
         .with_context(|| format!("reading {}", args.config.display()))?;
     let config = HierarchicalTransformerConfig::from_json(&text)
         .with_context(|| format!("in {}", args.config.display()))?;
@@ -29,6 +29,8 @@ pub fn run(args: Args) -> Result<()> {
     for (factor, window) in &spec.replaced_windows {
         eprintln!("note: window {window} of hierarchy {factor}x exceeds seq_len / {factor}; it uses full attention (as the reference does)");
     }
+    // a new or empty directory only (never overwrite a model), locked while it is written
+    let _lock = hier_model::files::claim_out_dir(&args.out, &model_dir::OWN_FILES)?;
     let device = device();
     let model = HierarchicalTransformer::<Backend>::init(&config, args.seed, &device)?;
     model_dir::save(&model, &args.out)

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use burn::backend::Autodiff;
+use hier_model::files::read_text;
 use hier_model::HierarchicalTransformerConfig;
 use hier_train::checkpoint;
 use hier_train::presets::{preset, NAMES};
@@ -97,8 +98,7 @@ fn apply_set(config: &TrainConfig, assignment: &str) -> Result<TrainConfig> {
 fn build_config(args: &Args) -> Result<TrainConfig> {
     let mut config = match (&args.preset, &args.config) {
         (_, Some(path)) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
+            let text = read_text(path).with_context(|| format!("reading {}", path.display()))?;
             serde_json::from_str(&text).with_context(|| {
                 format!(
                     "{}: expected {{\"model\": {{...}}, \"train\": {{...}}}}",
@@ -115,8 +115,7 @@ fn build_config(args: &Args) -> Result<TrainConfig> {
         (None, None) => preset("shakespeare").expect("built-in preset"),
     };
     if let Some(path) = &args.model_config {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text = read_text(path).with_context(|| format!("reading {}", path.display()))?;
         config.model = HierarchicalTransformerConfig::from_json(&text)
             .with_context(|| format!("in {}", path.display()))?;
     }
@@ -175,9 +174,7 @@ pub fn run(args: Args) -> Result<()> {
                 .out
                 .clone()
                 .expect("clap requires --out without --resume");
-            if dir.join(checkpoint::CHECKPOINT_DIR).exists() {
-                bail!("{} already holds a run; continue it with --resume {0}, or choose another --out", dir.display());
-            }
+            // the run directory is claimed (new or empty, then locked) by hier_train's run_dir
             (build_config(&args)?, dir, Start::New)
         }
     };
