@@ -7,7 +7,7 @@ use crate::error::ConfigError;
 use crate::spec::ModelSpec;
 
 /// A value given once for every hierarchy or once per hierarchy (the reference's `cast_tuple`).
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Clone, Debug, PartialEq)]
 #[serde(untagged)]
 pub enum PerHierarchy<T> {
     /// One value per hierarchy, in the order of `hierarchies`.
@@ -22,6 +22,30 @@ impl<T: Clone> PerHierarchy<T> {
         match self {
             PerHierarchy::Each(v) => v.clone(),
             PerHierarchy::All(v) => vec![v.clone(); count],
+        }
+    }
+}
+
+/// A list is a value per hierarchy, anything else one value for all; a value of the wrong type
+/// is named with the type expected (serde's untagged enums only say that no variant matched).
+impl<'de, T: serde::de::DeserializeOwned> Deserialize<'de> for PerHierarchy<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let value = serde_json::Value::deserialize(deserializer)?;
+        let hint = "; give one value for every hierarchy or a list with one per hierarchy";
+        match value {
+            serde_json::Value::Array(items) => items
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    serde_json::from_value(v)
+                        .map_err(|e| D::Error::custom(format!("entry {i}: {e}{hint}")))
+                })
+                .collect::<Result<_, _>>()
+                .map(PerHierarchy::Each),
+            v => serde_json::from_value(v)
+                .map(PerHierarchy::All)
+                .map_err(|e| D::Error::custom(format!("{e}{hint}"))),
         }
     }
 }

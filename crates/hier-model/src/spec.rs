@@ -495,5 +495,14 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("dim"), "{err}");
+        // the type expected is named, not serde's "did not match any variant of untagged enum"
+        assert!(err.contains("expected usize"), "{err}");
+        assert!(!err.contains("untagged"), "{err}");
+        let err = HierarchicalTransformerConfig::from_json(
+            r#"{"num_tokens": 2, "dim": 4, "depth": 1, "window_sizes": [8, "wide"]}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("window_sizes") && err.contains("entry 1"), "{err}");
     }
 }
