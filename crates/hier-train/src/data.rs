@@ -14,8 +14,9 @@ use hier_model::files;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use thiserror::Error;
 
-/// The embedded default corpus (see `datasets/README.md`).
-pub const SHAKESPEARE_GZ: &[u8] = include_bytes!("../../../datasets/shakespeare.txt.gz");
+/// The embedded default corpus: `data/shakespeare.txt.gz` in this crate (provenance in the
+/// repository's `datasets/README.md`).
+pub const SHAKESPEARE_GZ: &[u8] = include_bytes!("../data/shakespeare.txt.gz");
 
 /// A problem with a dataset.
 #[derive(Debug, Error)]
