@@ -367,6 +367,19 @@ pub fn generate_cached<B: Backend>(
     sampler: &mut Sampler,
     device: &B::Device,
 ) -> Result<Vec<Vec<i64>>, InputError> {
+    generate_cached_with(model, prompt, max_new_tokens, sampler, device, |_| Ok(()))
+}
+
+/// [`generate_cached`], calling `on_token` with each new token of every row (one per row) as
+/// soon as it is sampled, so that callers can stream; an error from it stops generation.
+pub fn generate_cached_with<B: Backend, E: From<InputError>>(
+    model: &HierarchicalTransformer<B>,
+    prompt: &[Vec<i64>],
+    max_new_tokens: usize,
+    sampler: &mut Sampler,
+    device: &B::Device,
+    mut on_token: impl FnMut(&[i64]) -> Result<(), E>,
+) -> Result<Vec<Vec<i64>>, E> {
     let (batch, len) = prompt_shape(model, prompt)?;
     let mut cache = Cache::new(model, batch, device);
     let mut logits = None;
@@ -376,7 +389,11 @@ pub fn generate_cached<B: Backend>(
     }
     let mut out = vec![Vec::with_capacity(max_new_tokens); batch];
     for n in 0..max_new_tokens {
-        let next = sample_rows(sampler, logits.take().expect("the prompt is not empty"))?;
+        let Some(step_logits) = logits.take() else {
+            break; // unreachable: the prompt is not empty
+        };
+        let next = sample_rows(sampler, step_logits)?;
+        on_token(&next)?;
         for (row, &token) in out.iter_mut().zip(&next) {
             row.push(token);
         }

@@ -53,6 +53,12 @@ pub enum InputError {
         option: &'static str,
         problem: String,
     },
+    /// A split or text too short to predict anything from.
+    #[error("too little data: {len} bytes leave no byte to predict (only labels equal to ignore_index, or fewer than 2 bytes); give at least one window of seq_len + 1 = {needed} bytes")]
+    TooLittleData { len: usize, needed: usize },
+    /// NaN or infinite values came out of the model: its weights are broken.
+    #[error("the model's {what} are not finite (NaN or infinity); its weights are broken: retrain it (e.g. with a lower learning rate) or load another model")]
+    NonFinite { what: String },
 }
 
 /// A model directory or weights file that cannot be loaded or written.

@@ -115,6 +115,13 @@ pub fn sample_rows<B: Backend>(
                 option: "logits",
                 problem: format!("{e:?}"),
             })?;
+    // the logits are on the host here anyway: broken weights (NaN, infinity) would otherwise
+    // sample one arbitrary token over and over without a word
+    if values.iter().any(|v| !v.is_finite()) {
+        return Err(InputError::NonFinite {
+            what: "logits".into(),
+        });
+    }
     (0..batch)
         .map(|b| {
             sampler
@@ -136,6 +143,19 @@ pub fn generate_recompute<B: Backend>(
     sampler: &mut Sampler,
     device: &B::Device,
 ) -> Result<Vec<Vec<i64>>, InputError> {
+    generate_recompute_with(model, prompt, max_new_tokens, sampler, device, |_| Ok(()))
+}
+
+/// [`generate_recompute`], calling `on_token` with each new token of every row (one per row)
+/// as soon as it is sampled, so that callers can stream; an error from it stops generation.
+pub fn generate_recompute_with<B: Backend, E: From<InputError>>(
+    model: &HierarchicalTransformer<B>,
+    prompt: &[Vec<i64>],
+    max_new_tokens: usize,
+    sampler: &mut Sampler,
+    device: &B::Device,
+    mut on_token: impl FnMut(&[i64]) -> Result<(), E>,
+) -> Result<Vec<Vec<i64>>, E> {
     let (batch, len) = prompt_shape(model, prompt)?;
     let (seq_len, vocab) = (model.spec().seq_len, model.spec().num_tokens);
     let mut out: Vec<Vec<i64>> = prompt.to_vec();
@@ -149,7 +169,9 @@ pub fn generate_recompute<B: Backend>(
             .forward(ids)?
             .narrow(1, n - 1, 1)
             .reshape([batch, vocab]);
-        for (row, token) in out.iter_mut().zip(sample_rows(sampler, logits)?) {
+        let next = sample_rows(sampler, logits)?;
+        on_token(&next)?;
+        for (row, token) in out.iter_mut().zip(next) {
             row.push(token);
         }
     }
@@ -194,6 +216,19 @@ mod tests {
         };
         assert_eq!(draw(3), draw(3));
         assert_ne!(draw(3), draw(4));
+    }
+
+    #[test]
+    fn non_finite_logits_are_an_error() {
+        let mut sampler = Sampler::new(0.0, 0.5, 0).unwrap();
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let logits = Tensor::<burn::backend::Flex, 2>::from_floats(
+                [[0.5, 1.0], [bad, 0.0]],
+                &Default::default(),
+            );
+            let e = sample_rows(&mut sampler, logits).unwrap_err();
+            assert!(e.to_string().contains("not finite"), "{e}");
+        }
     }
 
     #[test]

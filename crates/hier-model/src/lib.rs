@@ -18,6 +18,7 @@ pub mod files;
 pub mod generate;
 mod init;
 pub mod loss;
+pub mod memory;
 mod merge;
 mod model;
 pub mod model_dir;
