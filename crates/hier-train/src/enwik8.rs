@@ -4,6 +4,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
@@ -63,12 +64,48 @@ fn verified(path: &Path, len: u64, sha: &str) -> Result<bool, DataError> {
     }
 }
 
+/// Bounds on a download, so that a dead, stalled or endless server ends in an error instead of
+/// a hang or a full disk.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// To open the connection.
+    pub connect: Duration,
+    /// Longest wait for any byte.
+    pub read: Duration,
+    /// A download slower than `stall_min_bytes` per `stall` (a trickle that keeps every single
+    /// read under `read`) is stopped.
+    pub stall: Duration,
+    pub stall_min_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            connect: Duration::from_secs(30),
+            read: Duration::from_secs(60),
+            stall: Duration::from_secs(120),
+            stall_min_bytes: 64 << 10,
+        }
+    }
+}
+
 /// Make sure `dir/<member>` holds the verified dataset; download and unpack it if needed.
 /// `progress(done, total)` reports download bytes. Returns the path of the unpacked file.
 pub fn prepare(
     dir: &Path,
     url: &str,
     expected: &Expected,
+    progress: impl FnMut(u64, u64),
+) -> Result<PathBuf, DataError> {
+    prepare_with(dir, url, expected, &Limits::default(), progress)
+}
+
+/// [`prepare`] with explicit download [`Limits`].
+pub fn prepare_with(
+    dir: &Path,
+    url: &str,
+    expected: &Expected,
+    limits: &Limits,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<PathBuf, DataError> {
     fs::create_dir_all(dir).map_err(io(dir))?;
@@ -78,7 +115,7 @@ pub fn prepare(
     }
     let zip = dir.join(format!("{}.zip", expected.member));
     if !verified(&zip, expected.zip_len, expected.zip_sha256)? {
-        download(url, &zip, expected.zip_len, &mut progress)?;
+        download(url, &zip, expected.zip_len, limits, &mut progress)?;
         if !verified(&zip, expected.zip_len, expected.zip_sha256)? {
             let _ = fs::remove_file(&zip);
             return Err(DataError::Download(format!(
@@ -100,26 +137,44 @@ pub fn prepare(
 }
 
 /// Download `url` into `dest`, continuing a partial `dest.part` with an HTTP range request.
+/// The file is known to be `total` bytes: a response that would grow it further is stopped
+/// and its `.part` deleted.
 fn download(
     url: &str,
     dest: &Path,
     total: u64,
+    limits: &Limits,
     progress: &mut impl FnMut(u64, u64),
 ) -> Result<(), DataError> {
     let part = dest.with_extension("zip.part");
-    let have = fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+    let mut have = fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+    if have >= total {
+        let _ = fs::remove_file(&part); // a .part as large as the file is not a partial file
+        have = 0;
+    }
     let offline = |e: String| {
         DataError::Download(format!(
             "could not download {url}: {e}. Check the network, or download it by hand and put it at {}",
             dest.display()
         ))
     };
-    let mut request = ureq::get(url);
+    let agent = ureq::AgentBuilder::new()
+        .timeout_connect(limits.connect)
+        .timeout_read(limits.read)
+        .build();
+    let mut request = agent.get(url);
     if have > 0 {
         request = request.set("Range", &format!("bytes={have}-"));
     }
     let response = request.call().map_err(|e| offline(e.to_string()))?;
     let resumed = response.status() == 206;
+    let done = if resumed { have } else { 0 };
+    let announced = response
+        .header("Content-Length")
+        .and_then(|l| l.trim().parse::<u64>().ok());
+    if let Some(len) = announced.filter(|&len| done.saturating_add(len) > total) {
+        return Err(too_large(url, done.saturating_add(len), total));
+    }
     let mut out = if resumed {
         OpenOptions::new()
             .append(true)
@@ -128,20 +183,86 @@ fn download(
     } else {
         File::create(&part).map_err(io(&part))?
     };
-    let mut done = if resumed { have } else { 0 };
-    let mut reader = response.into_reader();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = reader.read(&mut buf).map_err(|e| offline(e.to_string()))?;
-        if n == 0 {
-            break;
+    let body = Body {
+        part: &part,
+        total,
+        limits,
+    };
+    match body.copy(response.into_reader(), &mut out, done, progress) {
+        Ok(()) => {}
+        Err(Fail::TooLarge(len)) => {
+            drop(out);
+            let _ = fs::remove_file(&part);
+            return Err(too_large(url, len, total));
         }
-        out.write_all(&buf[..n]).map_err(io(&part))?;
-        done += n as u64;
-        progress(done, total);
+        Err(Fail::Stalled(bytes)) => {
+            return Err(offline(format!(
+                "the download stalled ({bytes} bytes in the last {:?}); run the command again to continue it",
+                limits.stall
+            )))
+        }
+        Err(Fail::Read(e)) => return Err(offline(format!("no data for {:?} ({e})", limits.read))),
+        Err(Fail::Write(e)) => return Err(e),
     }
     out.sync_all().map_err(io(&part))?;
     fs::rename(&part, dest).map_err(io(dest))
+}
+
+fn too_large(url: &str, len: u64, total: u64) -> DataError {
+    DataError::Download(format!(
+        "{url} sends {len} bytes or more, larger than the {total} bytes the file has; the download was stopped and its .part deleted — check the --url"
+    ))
+}
+
+/// Why a response body was not copied whole.
+enum Fail {
+    /// It grew past the file's known size (the bytes so far).
+    TooLarge(u64),
+    /// Fewer bytes than `stall_min_bytes` arrived in a `stall` window.
+    Stalled(u64),
+    /// Reading failed (the read timeout, a reset connection).
+    Read(std::io::Error),
+    Write(DataError),
+}
+
+/// A response body being written to a `.part` file, within the [`Limits`].
+struct Body<'a> {
+    part: &'a Path,
+    total: u64,
+    limits: &'a Limits,
+}
+
+impl Body<'_> {
+    fn copy(
+        &self,
+        mut reader: impl Read,
+        out: &mut File,
+        mut done: u64,
+        progress: &mut impl FnMut(u64, u64),
+    ) -> Result<(), Fail> {
+        let mut buf = vec![0u8; 1 << 16];
+        let (mut window, mut window_bytes) = (Instant::now(), 0u64);
+        loop {
+            let n = reader.read(&mut buf).map_err(Fail::Read)?;
+            if n == 0 {
+                return Ok(());
+            }
+            done += n as u64;
+            if done > self.total {
+                return Err(Fail::TooLarge(done));
+            }
+            out.write_all(&buf[..n])
+                .map_err(|e| Fail::Write(io(self.part)(e)))?;
+            progress(done, self.total);
+            window_bytes += n as u64;
+            if window.elapsed() >= self.limits.stall {
+                if window_bytes < self.limits.stall_min_bytes {
+                    return Err(Fail::Stalled(window_bytes));
+                }
+                (window, window_bytes) = (Instant::now(), 0);
+            }
+        }
+    }
 }
 
 /// Extract `member` of the zip at `zip` into `dest` (through a temporary file).

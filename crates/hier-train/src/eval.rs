@@ -66,14 +66,52 @@ pub fn evaluate<B: Backend>(
             .forward(inputs)?
             .reshape([rows * (len - 1), model.spec().num_tokens]);
         let ce: f32 = cross_entropy(logits, &labels, ignore).into_scalar().elem();
+        // the loss is on the host here: broken weights must not average into a number
+        if !ce.is_finite() {
+            return Err(hier_model::InputError::NonFinite {
+                what: format!("losses (window at byte {})", group[0]),
+            });
+        }
         total_nats += ce as f64 * count as f64;
         tokens += count;
         progress(done, starts.len());
     }
-    let loss = total_nats / tokens.max(1) as f64;
+    // (a split of 2 ..= seq_len bytes is one short window, evaluated like the last one)
+    if tokens == 0 {
+        // nothing was predicted: a mean over no bytes is not a result
+        return Err(hier_model::InputError::TooLittleData {
+            len: data.len(),
+            needed: seq_len.saturating_add(1),
+        });
+    }
+    let loss = total_nats / tokens as f64;
     Ok(Evaluation {
         loss,
         bpc: loss / std::f64::consts::LN_2,
         tokens,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+    use hier_model::HierarchicalTransformerConfig;
+
+    #[test]
+    fn too_little_data_is_an_error_not_a_zero() {
+        let config = HierarchicalTransformerConfig::new(256, 8, 1);
+        let model = HierarchicalTransformer::<Flex>::new(&config, &Default::default()).unwrap();
+        for data in [&b""[..], b"a"] {
+            let e = evaluate(&model, data, 4, &Default::default(), |_, _| {}).unwrap_err();
+            let message = e.to_string();
+            assert!(
+                message.contains("too little data")
+                    && message.contains(&format!("{} bytes", data.len())),
+                "{message}"
+            );
+        }
+        let ok = evaluate(&model, b"abc", 4, &Default::default(), |_, _| {}).unwrap();
+        assert_eq!(ok.tokens, 2);
+    }
 }

@@ -4,8 +4,9 @@
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::thread;
+use std::time::{Duration, Instant};
 
-use hier_train::enwik8::{prepare, Expected};
+use hier_train::enwik8::{prepare, prepare_with, Expected, Limits};
 use hier_train::DataError;
 use sha2::{Digest, Sha256};
 
@@ -146,4 +147,88 @@ fn standard_split_of_a_full_size_file() {
     assert_eq!(corpus.split(Split::Train).unwrap().len(), 90_000_000);
     assert_eq!(corpus.split(Split::Valid).unwrap().len(), 5_000_000);
     assert_eq!(corpus.split(Split::Test).unwrap().len(), 5_000_000);
+}
+
+/// Accept one connection, read its request, then hand the stream to `respond`.
+fn serve_with(respond: impl FnOnce(std::net::TcpStream) + Send + 'static) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/enwik8.zip", listener.local_addr().unwrap());
+    thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut request = Vec::new();
+        let mut byte = [0u8; 1];
+        while !request.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+            request.push(byte[0]);
+        }
+        respond(stream);
+    });
+    url
+}
+
+fn small() -> Expected {
+    Expected {
+        zip_len: 10_000,
+        zip_sha256: "0",
+        member: "enwik8",
+        file_len: 1,
+        file_sha256: "0",
+    }
+}
+
+fn quick() -> Limits {
+    Limits {
+        connect: Duration::from_secs(2),
+        read: Duration::from_secs(1),
+        stall: Duration::from_secs(1),
+        stall_min_bytes: 1_000,
+    }
+}
+
+#[test]
+fn an_endless_response_stops_at_the_known_size() {
+    // no Content-Length, bytes until the client hangs up
+    let url = serve_with(|mut s| {
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+        let chunk = [b'x'; 4096];
+        for _ in 0..100_000 {
+            if s.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let e = prepare_with(dir.path(), &url, &small(), &quick(), |_, _| {}).unwrap_err();
+    assert!(e.to_string().contains("larger than the 10000 bytes"), "{e}");
+    assert!(!dir.path().join("enwik8.zip.part").exists());
+    // a Content-Length beyond the known size is refused before the body
+    let url = serve_with(|mut s| {
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 999999999\r\n\r\n");
+    });
+    let e = prepare_with(dir.path(), &url, &small(), &quick(), |_, _| {}).unwrap_err();
+    assert!(e.to_string().contains("larger than"), "{e}");
+}
+
+#[test]
+fn a_silent_or_trickling_server_times_out() {
+    let t0 = Instant::now();
+    let url = serve_with(|s| {
+        thread::sleep(Duration::from_secs(10)); // accepts, never answers
+        drop(s);
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let e = prepare_with(dir.path(), &url, &small(), &quick(), |_, _| {}).unwrap_err();
+    assert!(e.to_string().contains("could not download"), "{e}");
+    assert!(t0.elapsed() < Duration::from_secs(8), "{:?}", t0.elapsed());
+    // a byte every 100 ms: every read is quick, the download is not
+    let url = serve_with(|mut s| {
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10000\r\n\r\n");
+        for _ in 0..100 {
+            if s.write_all(b"x").and_then(|_| s.flush()).is_err() {
+                break;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let e = prepare_with(dir.path(), &url, &small(), &quick(), |_, _| {}).unwrap_err();
+    assert!(e.to_string().contains("stalled"), "{e}");
 }
