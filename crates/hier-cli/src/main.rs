@@ -3,6 +3,8 @@
 mod alloc;
 mod backend;
 mod commands;
+mod network;
+mod resources;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};

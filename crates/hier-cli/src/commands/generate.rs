@@ -3,17 +3,19 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
-use hier_model::cache::generate_cached;
-use hier_model::generate::{generate_recompute, Sampler};
+use hier_model::cache::generate_cached_with;
+use hier_model::generate::{generate_recompute_with, Sampler};
+use hier_model::memory::Pass;
 use hier_model::model_dir;
 
 use crate::backend::{device, Backend};
+use crate::resources;
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Format {
     /// New token ids, comma-separated, on one line.
     Ids,
-    /// New tokens as bytes (lossy UTF-8).
+    /// New tokens as raw bytes, written as they are sampled.
     Text,
 }
 
@@ -69,38 +71,63 @@ pub fn run(args: Args) -> Result<()> {
     if prompt.is_empty() {
         bail!("the prompt is empty; give at least one token");
     }
+    let config = resources::model_config(&args.model)?;
+    let context = prompt.len().saturating_add(args.max_new_tokens);
+    let work = if args.no_cache {
+        // recomputing feeds at most seq_len tokens at a time
+        resources::work(Pass::Infer, 1, context.min(config.seq_len))
+    } else {
+        resources::work(Pass::Decode, 1, context)
+    };
+    resources::check_memory(&config, work)?;
     let device = device();
     let model = model_dir::load::<Backend>(&args.model, &device)
         .with_context(|| format!("loading {}", args.model.display()))?;
     let mut sampler = Sampler::new(args.temperature, args.filter_thres, args.seed)?;
-    let generate = if args.no_cache {
-        generate_recompute
-    } else {
-        generate_cached
-    };
-    let new = generate(
-        &model,
-        &[prompt],
-        args.max_new_tokens,
-        &mut sampler,
-        &device,
-    )?;
     let mut stdout = std::io::stdout().lock();
-    match args.format {
-        Format::Ids => {
-            let ids: Vec<String> = new[0].iter().map(|t| t.to_string()).collect();
-            writeln!(stdout, "{}", ids.join(","))?;
-        }
+    let mut count = 0usize;
+    // each token is written and flushed as soon as it is sampled
+    let on_token = |next: &[i64]| -> Result<()> {
+        write_token(&mut stdout, args.format, next[0], count)?;
+        count += 1;
+        stdout.flush().context("writing to stdout")
+    };
+    let (model, prompt) = (&model, &[prompt]);
+    if args.no_cache {
+        generate_recompute_with(
+            model,
+            prompt,
+            args.max_new_tokens,
+            &mut sampler,
+            &device,
+            on_token,
+        )?;
+    } else {
+        generate_cached_with(
+            model,
+            prompt,
+            args.max_new_tokens,
+            &mut sampler,
+            &device,
+            on_token,
+        )?;
+    }
+    writeln!(std::io::stdout()).context("writing to stdout")?;
+    Ok(())
+}
+
+/// One new token: an id (comma-separated after the first) or its byte, raw, so that UTF-8
+/// characters split over several tokens come out whole on the terminal.
+fn write_token(out: &mut impl Write, format: Format, token: i64, index: usize) -> Result<()> {
+    match format {
+        Format::Ids if index == 0 => write!(out, "{token}"),
+        Format::Ids => write!(out, ",{token}"),
         Format::Text => {
-            let bytes = new[0]
-                .iter()
-                .map(|&t| u8::try_from(t))
-                .collect::<Result<Vec<u8>, _>>()
-                .context(
-                    "the model produced ids above 255, which are not bytes; use --format ids",
-                )?;
-            writeln!(stdout, "{}", String::from_utf8_lossy(&bytes))?;
+            let byte = u8::try_from(token).with_context(|| {
+                format!("the model produced id {token}, above 255, which is not a byte; use --format ids")
+            })?;
+            out.write_all(&[byte])
         }
     }
-    Ok(())
+    .context("writing to stdout")
 }

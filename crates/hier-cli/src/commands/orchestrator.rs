@@ -9,6 +9,8 @@ pub struct Args {
 
 /// Serve the global all-reduce of a multi-node run until Ctrl-C / SIGTERM.
 pub fn run(args: Args) -> Result<()> {
+    // burn-collective logs a taken port and returns as if stopped: refuse it here
+    crate::network::check_port_free(args.port, "--port")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
