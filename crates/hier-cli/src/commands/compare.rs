@@ -1,4 +1,4 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use anyhow::{bail, Context, Result};
@@ -34,7 +34,7 @@ pub struct Args {
     seed: u64,
 }
 
-fn read_config(path: &PathBuf) -> Result<TrainConfig> {
+fn read_config(path: &Path) -> Result<TrainConfig> {
     let text = hier_model::files::read_text(path)
         .with_context(|| format!("reading {}", path.display()))?;
     let value: serde_json::Value =

@@ -1,5 +1,5 @@
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use burn::tensor::{Int, Tensor, TensorData};
@@ -25,7 +25,7 @@ pub struct Args {
 }
 
 /// Parse a JSON list of equal-length lists of ids into (rows, columns, row-major ids).
-pub fn read_ids(path: &PathBuf) -> Result<(usize, usize, Vec<i64>)> {
+pub fn read_ids(path: &Path) -> Result<(usize, usize, Vec<i64>)> {
     let text = hier_model::files::read_text(path)
         .with_context(|| format!("reading {}", path.display()))?;
     let rows: Vec<Vec<i64>> = serde_json::from_str(&text).with_context(|| {
