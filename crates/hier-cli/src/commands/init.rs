@@ -29,6 +29,10 @@ pub fn run(args: Args) -> Result<()> {
     for (factor, window) in &spec.replaced_windows {
         eprintln!("note: window {window} of hierarchy {factor}x exceeds seq_len / {factor}; it uses full attention (as the reference does)");
     }
+    crate::resources::check_memory(
+        &config,
+        crate::resources::work(hier_model::memory::Pass::Init, 0, 0),
+    )?;
     // a new or empty directory only (never overwrite a model), locked while it is written
     let _lock = hier_model::files::claim_out_dir(&args.out, &model_dir::OWN_FILES)?;
     let device = device();
