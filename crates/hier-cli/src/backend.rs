@@ -30,6 +30,25 @@ pub fn device() -> Device {
     Default::default()
 }
 
+/// Whether this build runs on the CPU (Flex or NdArray), where hier spreads work over the cores
+/// with replicas on threads unless `--devices` says otherwise.
+pub const ON_CPU: bool = cfg!(not(any(feature = "cuda", feature = "wgpu")));
+
+/// The data-parallel replicas a command runs with for a batch of `batch` rows, and how they
+/// share it: `--devices N` gives N replicas with a batch each; without it, the CPU gets one
+/// replica per core sharing each batch (the same results as one replica, on all cores) and a
+/// GPU build one device.
+pub fn replicas(devices: Option<usize>, batch: usize) -> (Vec<Device>, hier_train::BatchSplit) {
+    match devices {
+        Some(n) => (self::devices(n), hier_train::BatchSplit::PerReplica),
+        None if ON_CPU => (
+            self::devices(hier_train::cpu_replicas(batch)),
+            hier_train::BatchSplit::Shared,
+        ),
+        None => (self::devices(1), hier_train::BatchSplit::Shared),
+    }
+}
+
 /// `n` devices for data-parallel training: the first `n` GPUs, or the CPU `n` times (one
 /// replica per thread).
 pub fn devices(n: usize) -> Vec<Device> {

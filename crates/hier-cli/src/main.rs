@@ -1,4 +1,4 @@
-//! `hier`: initialise, run, sample (and, later, train and benchmark) hierarchical transformers.
+//! `hier`: initialise, train, evaluate, sample and benchmark hierarchical transformers.
 
 mod alloc;
 mod backend;
@@ -10,8 +10,13 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 /// Large blocks are cached rather than unmapped and faulted back in every step (see `alloc`).
+#[cfg(not(feature = "mimalloc"))]
 #[global_allocator]
 static ALLOCATOR: alloc::CachingAllocator = alloc::CachingAllocator::new();
+
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(
@@ -46,7 +51,13 @@ enum Command {
     Bench(commands::bench::Args),
 }
 
-fn main() {
+/// The allocation cache's limit: `HIER_ALLOC_CACHE_MIB`, else none on a GPU build (its tensors
+/// live in device memory; the host would only hold freed blocks), else the default.
+#[cfg(not(feature = "mimalloc"))]
+fn set_allocation_cache() {
+    if !backend::ON_CPU {
+        ALLOCATOR.set_limit(0);
+    }
     if let Ok(value) = std::env::var("HIER_ALLOC_CACHE_MIB") {
         match value.trim().parse::<usize>() {
             Ok(mib) => ALLOCATOR.set_limit(mib.saturating_mul(1 << 20)),
@@ -59,6 +70,11 @@ fn main() {
             }
         }
     }
+}
+
+fn main() {
+    #[cfg(not(feature = "mimalloc"))]
+    set_allocation_cache();
     let cli = Cli::parse();
     let result: Result<()> = match cli.command {
         Command::Init(args) => commands::init::run(args),

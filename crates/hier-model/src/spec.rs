@@ -503,6 +503,9 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("window_sizes") && err.contains("entry 1"), "{err}");
+        assert!(
+            err.contains("window_sizes") && err.contains("entry 1"),
+            "{err}"
+        );
     }
 }

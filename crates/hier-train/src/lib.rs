@@ -8,6 +8,7 @@ pub mod compare;
 pub mod data;
 pub mod enwik8;
 pub mod eval;
+pub mod eval_threads;
 pub mod metrics;
 pub mod options;
 pub mod parallel;
@@ -19,5 +20,5 @@ pub mod trainer;
 
 pub use data::{Corpus, DataError, Split};
 pub use options::{TrainConfig, TrainOptions};
-pub use parallel::{Cluster, ParallelError};
+pub use parallel::{cpu_replicas, BatchSplit, Cluster, ParallelError, Replicas};
 pub use trainer::{train, train_parallel, Control, Start, TrainError, TrainOutcome};

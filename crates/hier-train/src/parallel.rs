@@ -47,6 +47,17 @@ pub enum BatchSplit {
     Shared,
 }
 
+/// Where a data-parallel run's replicas are and how they share the batch.
+#[derive(Debug, Clone, Copy)]
+pub struct Replicas<'a, D> {
+    /// One replica per entry, on a thread of its own.
+    pub devices: &'a [D],
+    /// The other processes of a multi-node run, if any.
+    pub cluster: Option<&'a Cluster>,
+    /// How the replicas share the work of a step.
+    pub split: BatchSplit,
+}
+
 /// One replica's part of every micro-batch.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Shard {

@@ -23,7 +23,7 @@ use crate::clip::clip_global_norm;
 use crate::data::{random_crops, Corpus, DataError, Split};
 use crate::metrics::{MetricsLog, Record, StepMetrics, ValidMetrics};
 use crate::options::{OptionsError, TrainConfig};
-use crate::parallel::{on_replicas, BatchSplit, Cluster, ParallelError, Peer};
+use crate::parallel::{on_replicas, BatchSplit, ParallelError, Peer, Replicas};
 use crate::progress::Progress;
 use crate::schedule::learning_rate;
 
@@ -105,8 +105,8 @@ pub fn train<B: AutodiffBackend>(
     run::<B>(config, corpus, run_dir, &start, device, control, None)
 }
 
-/// Data-parallel training: one replica per entry of `devices` (a thread each) and, with
-/// `cluster`, per node. With [`BatchSplit::PerReplica`], `batch_size` is per replica: replica
+/// Data-parallel training: one replica per entry of `replicas.devices` (a thread each) and,
+/// with `replicas.cluster`, per node. With [`BatchSplit::PerReplica`], `batch_size` is per replica: replica
 /// `r` of `world` draws the crops that micro-batch `r * grad_accum + k` would draw on one
 /// device, so `world` replicas with `grad_accum` `a` see the batches of one device with
 /// `grad_accum` `world * a`. With [`BatchSplit::Shared`] the replicas split each micro-batch
@@ -118,11 +118,14 @@ pub fn train_parallel<B: AutodiffBackend>(
     corpus: &Corpus,
     run_dir: &Path,
     start: Start,
-    devices: &[B::Device],
-    cluster: Option<&Cluster>,
-    split: BatchSplit,
+    replicas: Replicas<'_, B::Device>,
     control: &Control,
 ) -> Result<TrainOutcome, TrainError> {
+    let Replicas {
+        devices,
+        cluster,
+        split,
+    } = replicas;
     if devices.len() == 1 && cluster.is_none() {
         return train::<B>(config, corpus, run_dir, start, &devices[0], control);
     }

@@ -12,7 +12,7 @@ use hier_model::weights::state_dict;
 use hier_train::metrics::{read, Record};
 use hier_train::presets::preset;
 use hier_train::{
-    train, train_parallel, BatchSplit, Control, Corpus, Start, TrainConfig, TrainError,
+    train, train_parallel, BatchSplit, Control, Corpus, Replicas, Start, TrainConfig, TrainError,
 };
 
 type B = Autodiff<Flex>;
@@ -51,9 +51,11 @@ fn on_replicas(
         corpus,
         dir,
         Start::New,
-        &devices,
-        None,
-        split,
+        Replicas {
+            devices: &devices,
+            cluster: None,
+            split,
+        },
         &Control::default(),
     )
 }

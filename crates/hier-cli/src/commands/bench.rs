@@ -9,10 +9,11 @@ use clap::ValueEnum;
 use hier_model::cache::generate_cached;
 use hier_model::generate::{generate_recompute, Sampler};
 use hier_model::{HierarchicalTransformer, HierarchicalTransformerConfig};
-use hier_train::parallel::{on_replicas, Peer};
+use hier_train::parallel::{on_replicas, on_threads, Peer};
 use hier_train::presets::{preset, NAMES};
+use hier_train::BatchSplit;
 
-use crate::backend::{device, devices, Backend};
+use crate::backend::{device, replicas, Backend};
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Mode {
@@ -43,11 +44,11 @@ pub struct Args {
     /// Untimed steps first.
     #[arg(long, default_value_t = 2)]
     warmup: usize,
-    /// Train mode: data-parallel replicas (threads on the CPU, GPUs otherwise), each taking
-    /// `--batch / --devices` rows; gradients are averaged before the Adam step, as in
-    /// `hier train --devices`.
-    #[arg(long, default_value_t = 1)]
-    devices: usize,
+    /// Data-parallel replicas (threads on the CPU, GPUs otherwise) sharing each batch; train
+    /// mode averages their gradients before the Adam step. Default: one per core on the CPU
+    /// (at most one per row), one GPU otherwise.
+    #[arg(long)]
+    devices: Option<usize>,
     /// One JSON object per line and mode instead of a table.
     #[arg(long)]
     json: bool,
@@ -94,27 +95,29 @@ fn time(warmup: usize, steps: usize, mut f: impl FnMut(usize) -> Result<()>) -> 
 
 type Ad = Autodiff<Backend>;
 
-/// One replica's training steps: `rows` random crops each, gradients averaged with the other
+/// One replica's training steps on its `shard` of each batch, gradients combined with the other
 /// replicas when `peer` is given; milliseconds per step.
 fn replica_steps(
     config: &HierarchicalTransformerConfig,
     args: &Args,
-    rows: usize,
     device: &crate::backend::Device,
     peer: Option<&Peer>,
 ) -> Result<Vec<f64>> {
     let spec = config.validate()?;
     let (n, vocab) = (spec.seq_len, spec.num_tokens);
+    let (rank, world) = peer.map_or((0, 1), |p| (p.rank, p.world));
+    let shard = BatchSplit::Shared.shard(rank, world, args.batch, 1)?;
+    let rows = shard.rows.len();
     let mut model = HierarchicalTransformer::<Ad>::init(config, 0, device)?;
     let mut optim = AdamConfig::new().with_epsilon(1e-8).init::<Ad, _>();
-    let rank = peer.map_or(0, |p| p.rank);
     time(args.warmup, args.steps, |i| {
-        let ids = random_ids(rows, n + 1, vocab, (i * args.devices + rank) as u64);
+        let ids = random_ids(args.batch, n + 1, vocab, i as u64);
+        let ids = ids[shard.rows.start * (n + 1)..shard.rows.end * (n + 1)].to_vec();
         let ids = Tensor::<Ad, 2, Int>::from_data(TensorData::new(ids, [rows, n + 1]), device);
         let grads = model.forward_loss(ids)?.total.backward();
         let mut grads = GradientsParams::from_grads(grads, &model);
         if let Some(peer) = peer {
-            grads = peer.mean_gradients(&model, grads)?;
+            grads = peer.weighted_gradients(&model, grads, shard.weight)?;
         }
         model = optim.step(1e-4, model.clone(), grads);
         Ok(())
@@ -122,24 +125,66 @@ fn replica_steps(
 }
 
 fn train_step_times(config: &HierarchicalTransformerConfig, args: &Args) -> Result<Vec<f64>> {
-    if args.devices <= 1 {
-        return replica_steps(config, args, args.batch, &device(), None);
+    let (devices, _) = replicas(args.devices, args.batch);
+    if devices.len() == 1 {
+        return replica_steps(config, args, &devices[0], None);
     }
-    if !args.batch.is_multiple_of(args.devices) {
-        bail!(
-            "--batch {} must be a multiple of --devices {}",
-            args.batch,
-            args.devices
-        );
-    }
-    let rows = args.batch / args.devices;
-    let times = on_replicas::<Backend, _, anyhow::Error, _>(
-        &devices(args.devices),
-        None,
-        |peer, device| replica_steps(config, args, rows, device, Some(peer)),
-    );
+    let times = on_replicas::<Backend, _, anyhow::Error, _>(&devices, None, |peer, device| {
+        replica_steps(config, args, device, Some(peer))
+    });
     // every step ends in the all-reduce, so rank 0's times are the steps' times
     times.into_iter().next().expect("at least two replicas")
+}
+
+/// Forward passes over `--batch` rows, the rows shared by the replicas (threads, no
+/// communication); milliseconds per pass, as the slowest replica saw them.
+fn infer_times(config: &HierarchicalTransformerConfig, args: &Args) -> Result<Vec<f64>> {
+    let spec = config.validate()?;
+    let (n, vocab) = (spec.seq_len, spec.num_tokens);
+    let (devices, _) = replicas(args.devices, args.batch);
+    let world = devices.len();
+    let times = on_threads(world, |rank| -> Result<Vec<f64>> {
+        let device = &devices[rank];
+        let rows = BatchSplit::Shared.shard(rank, world, args.batch, 1)?.rows;
+        let model = HierarchicalTransformer::<Backend>::init(config, 0, device)?;
+        time(args.warmup, args.steps, |i| {
+            let ids = random_ids(args.batch, n, vocab, i as u64);
+            let ids = ids[rows.start * n..rows.end * n].to_vec();
+            let ids = TensorData::new(ids, [rows.len(), n]);
+            let logits = model.forward(Tensor::<Backend, 2, Int>::from_data(ids, device))?;
+            let _ = logits.narrow(1, n - 1, 1).into_data(); // wait for the result
+            Ok(())
+        })
+    });
+    let times = times.into_iter().collect::<Result<Vec<_>>>()?;
+    Ok((0..args.steps)
+        .map(|i| times.iter().map(|t| t[i]).fold(0.0, f64::max))
+        .collect())
+}
+
+/// Replicas and memory (`hier_model::memory`), checked before any model is built.
+fn check_resources(config: &HierarchicalTransformerConfig, args: &Args) -> Result<()> {
+    use crate::resources::{check_memory, replica_rows, work};
+    use hier_model::memory::{Pass, Workload};
+    crate::resources::check_devices(args.devices)?;
+    let (copies, rows) = replica_rows(args.devices, args.batch);
+    let n = config.seq_len;
+    let new = args.steps.saturating_add(1);
+    let works = match args.mode {
+        Mode::Train => vec![Workload {
+            replicas: copies,
+            ..work(Pass::Train, rows, n.saturating_add(1))
+        }],
+        Mode::Infer => vec![Workload {
+            replicas: copies,
+            ..work(Pass::Infer, rows, n)
+        }],
+        Mode::Generate => vec![
+            work(Pass::Decode, args.batch, new),
+            work(Pass::Infer, args.batch, new.min(n)),
+        ],
+    };
+    works.into_iter().try_for_each(|w| check_memory(config, w))
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -162,11 +207,19 @@ pub fn run(args: Args) -> Result<()> {
         }
         (None, None) => bail!("give --config CONFIG.json or --preset NAME"),
     };
-    if args.batch == 0 || args.steps == 0 {
-        bail!("--batch and --steps must be at least 1");
+    if args.batch == 0 || args.steps == 0 || args.devices == Some(0) {
+        bail!("--batch, --steps and --devices must be at least 1");
+    }
+    if args.devices.is_some_and(|d| d > args.batch) {
+        bail!(
+            "--devices {} is more than --batch {}: every replica needs a row",
+            args.devices.unwrap_or(0),
+            args.batch
+        );
     }
     let spec = config.validate()?;
     let (n, vocab, batch) = (spec.seq_len, spec.num_tokens, args.batch);
+    check_resources(&config, &args)?;
     let device = device();
     let mut rows = Vec::new();
     let mut report = |mode: &str, ms: Vec<f64>, tokens: usize| {
@@ -188,15 +241,7 @@ pub fn run(args: Args) -> Result<()> {
             report("train", ms, batch * n);
         }
         Mode::Infer => {
-            let model = HierarchicalTransformer::<Backend>::init(&config, 0, &device)?;
-            let ms = time(args.warmup, args.steps, |i| {
-                let ids = random_ids(batch, n, vocab, i as u64);
-                let ids =
-                    Tensor::<Backend, 2, Int>::from_data(TensorData::new(ids, [batch, n]), &device);
-                let logits = model.forward(ids)?;
-                let _ = logits.narrow(1, n - 1, 1).into_data(); // wait for the result
-                Ok(())
-            })?;
+            let ms = infer_times(&config, &args)?;
             report("infer", ms, batch * n);
         }
         Mode::Generate => {

@@ -7,9 +7,9 @@ use burn::module::Module;
 use hier_model::{HierarchicalTransformer, HierarchicalTransformerConfig};
 use hier_train::compare::{svg, table, RunSummary};
 use hier_train::presets::preset;
-use hier_train::{Control, Corpus, Start, TrainConfig};
+use hier_train::{Control, Corpus, Replicas, Start, TrainConfig};
 
-use crate::backend::{device, Backend};
+use crate::backend::{device, replicas, Backend};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -32,6 +32,10 @@ pub struct Args {
     /// Seed shared by every run (same initialisation stream and batch order).
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Data-parallel replicas per run, as `hier train --devices`. Default: one per core on the
+    /// CPU sharing each batch, one GPU otherwise.
+    #[arg(long)]
+    devices: Option<usize>,
 }
 
 fn read_config(path: &Path) -> Result<TrainConfig> {
@@ -78,21 +82,38 @@ pub fn run(args: Args) -> Result<()> {
             .model
             .validate()
             .with_context(|| format!("in {}", path.display()))?;
+        crate::resources::check_devices(args.devices)?;
+        let (copies, rows) = crate::resources::replica_rows(args.devices, config.train.batch_size);
+        let work = hier_model::memory::Workload {
+            replicas: copies,
+            ..crate::resources::work(
+                hier_model::memory::Pass::Train,
+                rows,
+                config.model.seq_len.saturating_add(1),
+            )
+        };
+        crate::resources::check_memory(&config.model, work)
+            .with_context(|| format!("in {}", path.display()))?;
         let dir = args.out.join(&name);
         if dir.exists() {
-            std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
+            bail!("{} already exists; choose another --out or remove it (a comparison never overwrites earlier runs)", dir.display());
         }
         eprintln!("== {name}");
         let control = Control {
             interrupt: None::<&AtomicBool>,
             stop_at: None,
         };
-        hier_train::train::<Autodiff<Backend>>(
+        let (devices, split) = replicas(args.devices, config.train.batch_size);
+        hier_train::train_parallel::<Autodiff<Backend>>(
             &config,
             &corpus,
             &dir,
             Start::New,
-            &device(),
+            Replicas {
+                devices: &devices,
+                cluster: None,
+                split,
+            },
             &control,
         )?;
         let parameters =

@@ -3,10 +3,10 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::ValueEnum;
 use hier_model::model_dir;
-use hier_train::eval::evaluate;
+use hier_train::eval_threads::evaluate_on_threads;
 use hier_train::{Corpus, Split};
 
-use crate::backend::{device, Backend};
+use crate::backend::{device, Backend, ON_CPU};
 
 #[derive(Clone, Copy, ValueEnum)]
 enum SplitArg {
@@ -28,15 +28,16 @@ pub struct Args {
     /// Sequences per forward pass.
     #[arg(long, default_value_t = 8)]
     batch_size: usize,
+    /// Model copies evaluating parts of the split at once (threads on the CPU). Default: one
+    /// per core on the CPU, one GPU otherwise.
+    #[arg(long)]
+    devices: Option<usize>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let device = device();
-    let model = model_dir::load::<Backend>(&args.model, &device)
-        .with_context(|| format!("loading {}", args.model.display()))?;
     let corpus = Corpus::from_source(args.data.as_deref())?;
     let split = match args.split {
         SplitArg::Valid => Split::Valid,
@@ -44,11 +45,40 @@ pub fn run(args: Args) -> Result<()> {
     };
     let data = corpus.split(split)?;
     anyhow::ensure!(args.batch_size > 0, "--batch-size must be at least 1");
-    let progress = hier_train::progress::Progress::new(0, 100, 10);
-    let result = evaluate(&model, data, args.batch_size, &device, |done, total| {
-        progress.step(
-            (done * 100 / total.max(1)) as u64,
-            &format!("{done}/{total} windows"),
+    anyhow::ensure!(args.devices != Some(0), "--devices must be at least 1");
+    let threads = match args.devices {
+        Some(n) => n,
+        None if ON_CPU => hier_train::parallel::cpu_cores(),
+        None => 1,
+    };
+    crate::resources::check_devices(args.devices)?;
+    // memory: one estimate for the windows this split gives, checked before loading the model
+    let config = crate::resources::model_config(&args.model)?;
+    let window = data.len().min(config.seq_len.saturating_add(1));
+    let work = hier_model::memory::Workload {
+        replicas: threads,
+        ..crate::resources::work(hier_model::memory::Pass::Infer, args.batch_size, window)
+    };
+    crate::resources::check_memory(&config, work)?;
+    let device = device();
+    let model = model_dir::load::<Backend>(&args.model, &device)
+        .with_context(|| format!("loading {}", args.model.display()))?;
+    let windows = data.len().saturating_sub(1).div_ceil(model.spec().seq_len) as u64;
+    let progress = hier_train::progress::Progress::new(0, windows, (windows / 10).max(1));
+    let result = evaluate_on_threads(
+        &model,
+        data,
+        args.batch_size,
+        threads,
+        &device,
+        |done, total| progress.step(done as u64, &format!("{done}/{total} windows")),
+    )
+    .with_context(|| {
+        format!(
+            "evaluating the {} split of {} ({} bytes)",
+            split.name(),
+            corpus.name(),
+            data.len()
         )
     })?;
     progress.finish();

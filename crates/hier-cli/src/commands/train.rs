@@ -1,4 +1,4 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -8,9 +8,9 @@ use hier_model::files::read_text;
 use hier_model::HierarchicalTransformerConfig;
 use hier_train::checkpoint;
 use hier_train::presets::{preset, NAMES};
-use hier_train::{Cluster, Control, Corpus, Start, TrainConfig};
+use hier_train::{Cluster, Control, Corpus, Replicas, Start, TrainConfig};
 
-use crate::backend::{devices, Backend};
+use crate::backend::{replicas, Backend};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -56,10 +56,11 @@ pub struct Args {
     checkpoint_every: Option<u64>,
     #[arg(long)]
     seed: Option<u64>,
-    /// Data-parallel replicas in this process: the first N GPUs, or N threads on the CPU.
-    /// `--batch-size` is per replica.
-    #[arg(long, default_value_t = 1)]
-    devices: usize,
+    /// Data-parallel replicas in this process: the first N GPUs, or N threads on the CPU;
+    /// `--batch-size` is then per replica. Default: on the CPU one replica per core sharing
+    /// each batch (the results of one replica, on every core); one GPU otherwise.
+    #[arg(long)]
+    devices: Option<usize>,
     /// Processes (machines) in a multi-node run; needs --orchestrator and --node-address.
     #[arg(long, default_value_t = 1)]
     nodes: usize,
@@ -72,6 +73,10 @@ pub struct Args {
     /// Where the other nodes reach this one: ws://HOST:PORT (PORT is served by this process).
     #[arg(long)]
     node_address: Option<String>,
+    /// Multi-node: how long to wait for the orchestrator to accept connections before giving up
+    /// (default 60).
+    #[arg(long, value_name = "SECONDS")]
+    orchestrator_wait: Option<u64>,
     /// Override any key: `--set train.lr=3e-4`, `--set model.depth=6`, `--set model.window_sizes=[32,null]`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     sets: Vec<String>,
@@ -145,39 +150,132 @@ fn build_config(args: &Args) -> Result<TrainConfig> {
     Ok(config)
 }
 
+/// The run's own config, with what `--resume` may change: `--max-steps` (extends the run),
+/// `--data`, and how often to validate, sample and checkpoint (none of which changes the
+/// training trajectory; they are saved to train.json). Anything that would change the
+/// trajectory is refused rather than ignored.
+fn resume_config(args: &Args, dir: &Path) -> Result<TrainConfig> {
+    let file = dir.join(checkpoint::TRAIN_CONFIG_FILE);
+    let changed = args.preset.is_some()
+        || args.config.is_some()
+        || args.model_config.is_some()
+        || !args.sets.is_empty()
+        || args.batch_size.is_some()
+        || args.grad_accum.is_some()
+        || args.lr.is_some()
+        || args.seed.is_some();
+    if changed {
+        bail!("--resume continues the run's own config ({}); only --max-steps, --data, --validate-every, --sample-every, --checkpoint-every and --stop-at may be given with it", file.display());
+    }
+    let mut config = checkpoint::read_train_config(dir)?;
+    let t = &mut config.train;
+    if let Some(warmup) = args.warmup_steps.filter(|&w| w != t.warmup_steps) {
+        bail!(
+            "--warmup-steps {warmup}: the run in {} warms up over {} steps, and changing it would change the learning-rate schedule it is resumed on; drop --warmup-steps, or start a new run with --out",
+            dir.display(),
+            t.warmup_steps
+        );
+    }
+    if let Some(steps) = args.max_steps {
+        t.max_steps = steps;
+    }
+    if let Some(every) = args.validate_every {
+        t.validate_every = every;
+    }
+    if let Some(every) = args.sample_every {
+        t.sample_every = every;
+    }
+    if let Some(every) = args.checkpoint_every {
+        t.checkpoint_every = every;
+    }
+    if args.data.is_some() {
+        config.data = args.data.clone();
+    }
+    config.train.validate()?;
+    Ok(config)
+}
+
+/// The step of the run's checkpoint, when its state can be read (otherwise loading it reports
+/// why).
+fn checkpoint_step(dir: &Path) -> Option<u64> {
+    let path = dir.join(checkpoint::CHECKPOINT_DIR).join("state.json");
+    let text = read_text(&path).ok()?;
+    serde_json::from_str::<checkpoint::State>(&text)
+        .ok()
+        .map(|s| s.step)
+}
+
+/// `--stop-at` must name a step this run will reach: after its first step and at most
+/// `max_steps` (a stop it never reaches would be ignored silently). A resumed run must also
+/// have steps left.
+fn check_stop_at(stop_at: Option<u64>, first_step: Option<u64>, max_steps: u64) -> Result<()> {
+    let done = first_step.unwrap_or(0);
+    if done > max_steps {
+        bail!(
+            "--max-steps {max_steps} is before the checkpoint's step {done}; give at least {done}"
+        );
+    }
+    let Some(stop) = stop_at else {
+        return Ok(());
+    };
+    if stop <= done {
+        bail!("--stop-at {stop} is not after step {done}, where this run starts; give a step in {}..={max_steps}", done + 1);
+    }
+    if stop > max_steps {
+        bail!("--stop-at {stop} is beyond --max-steps {max_steps}, so it would never be reached; give a step in {}..={max_steps}", done + 1);
+    }
+    Ok(())
+}
+
+/// Before any replica starts: this node's data port is free, and the orchestrator answers
+/// within `--orchestrator-wait`.
+fn check_cluster(args: &Args, cluster: Option<&Cluster>) -> Result<()> {
+    let Some(cluster) = cluster else {
+        if args.orchestrator_wait.is_some() {
+            bail!("--orchestrator-wait is for multi-node runs (--nodes, --orchestrator, --node-address)");
+        }
+        return Ok(());
+    };
+    if cluster.node_rank >= cluster.nodes {
+        return Ok(()); // Cluster::config names the problem
+    }
+    let port = crate::network::port_of(&cluster.node_address, "--node-address")?;
+    crate::network::check_port_free(port, "--node-address")?;
+    let wait = std::time::Duration::from_secs(args.orchestrator_wait.unwrap_or(60));
+    crate::network::wait_for_orchestrator(&cluster.orchestrator, wait)
+}
+
 pub fn run(args: Args) -> Result<()> {
     let (config, run_dir, start) = match &args.resume {
-        Some(dir) => {
-            let changed = args.preset.is_some()
-                || args.config.is_some()
-                || args.model_config.is_some()
-                || !args.sets.is_empty();
-            let changed = changed
-                || args.batch_size.is_some()
-                || args.grad_accum.is_some()
-                || args.lr.is_some()
-                || args.seed.is_some();
-            if changed {
-                bail!("--resume continues the run's own config ({}); only --max-steps (and --data) may be given with it", dir.join(checkpoint::TRAIN_CONFIG_FILE).display());
-            }
-            let mut config = checkpoint::read_train_config(dir)?;
-            if let Some(steps) = args.max_steps {
-                config.train.max_steps = steps;
-            }
-            if args.data.is_some() {
-                config.data = args.data.clone();
-            }
-            (config, dir.clone(), Start::Resume)
-        }
+        Some(dir) => (resume_config(&args, dir)?, dir.clone(), Start::Resume),
         None => {
             let dir = args
                 .out
                 .clone()
-                .expect("clap requires --out without --resume");
+                .context("give --out DIR for a new run, or --resume DIR")?;
             // the run directory is claimed (new or empty, then locked) by hier_train's run_dir
             (build_config(&args)?, dir, Start::New)
         }
     };
+    let first_step = match start {
+        Start::Resume => checkpoint_step(&run_dir),
+        Start::New => Some(0),
+    };
+    check_stop_at(args.stop_at, first_step, config.train.max_steps)?;
+    if args.node_rank != 0 && args.nodes == 1 {
+        bail!(
+            "--node-rank {} needs --nodes greater than 1 (a multi-node run)",
+            args.node_rank
+        );
+    }
+    crate::resources::check_devices(args.devices)?;
+    let (copies, rows) = crate::resources::replica_rows(args.devices, config.train.batch_size);
+    let crop = config.model.seq_len.saturating_add(1);
+    let work = hier_model::memory::Workload {
+        replicas: copies,
+        ..crate::resources::work(hier_model::memory::Pass::Train, rows, crop)
+    };
+    crate::resources::check_memory(&config.model, work)?;
     let corpus = Corpus::from_source(config.data.as_deref())?;
     let stop = Arc::new(AtomicBool::new(false));
     {
@@ -207,16 +305,20 @@ pub fn run(args: Args) -> Result<()> {
         }),
         _ => bail!("a multi-node run needs --nodes N, --node-rank R, --orchestrator ws://HOST:PORT and --node-address ws://THIS_HOST:PORT (see the README)"),
     };
-    if args.devices == 0 {
-        bail!("--devices must be at least 1");
-    }
+    check_cluster(&args, cluster.as_ref())?;
+    // a multi-node run keeps one replica with its own batch per node unless told otherwise
+    let per_node = args.devices.or((args.nodes > 1).then_some(1));
+    let (devices, split) = replicas(per_node, config.train.batch_size);
     let outcome = hier_train::train_parallel::<Autodiff<Backend>>(
         &config,
         &corpus,
         &run_dir,
         start,
-        &devices(args.devices),
-        cluster.as_ref(),
+        Replicas {
+            devices: &devices,
+            cluster: cluster.as_ref(),
+            split,
+        },
         &control,
     )?;
     if let Some((loss, bpc)) = outcome.last_valid {
