@@ -412,20 +412,28 @@ fn a_second_job_into_a_running_jobs_directory_is_refused() {
         .spawn()
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while !run.join("train.json").exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the first job never started"
-        );
+    while !run.join("train.json").exists() && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    let second = run_err(&mut tiny_train(&run, "5"));
-    let resume = run_err(hier().args(["train", "--resume"]).arg(&run));
+    // both run while the first holds the directory; the first is stopped before any assert
+    let second = tiny_train(&run, "5").output().unwrap();
+    let resume = hier()
+        .args(["train", "--resume"])
+        .arg(&run)
+        .output()
+        .unwrap();
     first.kill().unwrap();
     first.wait().unwrap();
-    for e in [second, resume] {
+    assert!(
+        run.join("train.json").exists(),
+        "the first job never started"
+    );
+    for out in [second, resume] {
+        let e = String::from_utf8_lossy(&out.stderr);
         assert!(
-            e.contains("another process") && e.contains(&run.display().to_string()),
+            !out.status.success()
+                && e.contains("another process")
+                && e.contains(&run.display().to_string()),
             "{e}"
         );
     }
