@@ -29,16 +29,24 @@ pub struct FullAttentionConfig {
 /// `to_out.weight` (plus the constant `rotary_emb.freqs`, recomputed, not stored here).
 #[derive(Module, Debug)]
 pub struct FullAttention<B: Backend> {
+    /// The pre-norm.
     pub norm: RmsNorm<B>,
+    /// Bias-free projection `dim -> 3 * heads * dim_head` (queries, keys, values).
     pub to_qkv: Linear<B>,
+    /// Bias-free projection `heads * dim_head -> dim`.
     pub to_out: Linear<B>,
+    /// Number of attention heads.
     pub heads: usize,
+    /// Width of each head.
     pub dim_head: usize,
+    /// Fused or explicit attention (not a parameter; [`AttentionImpl::Auto`] after `init`).
     #[module(skip)]
     pub implementation: AttentionImpl,
 }
 
 impl FullAttentionConfig {
+    /// A layer with Burn's default initialisation of the projections (the reference's weights
+    /// are loaded over it for parity).
     pub fn init<B: Backend>(&self, device: &B::Device) -> FullAttention<B> {
         let inner = self.heads * self.dim_head;
         FullAttention {

@@ -20,10 +20,12 @@ pub struct LayerNorm<B: Backend> {
     pub weight: Param<Tensor<B, 1>>,
     /// Shift, `[dim]`, initialised to zeros.
     pub bias: Param<Tensor<B, 1>>,
+    /// Added to the variance before the square root.
     pub epsilon: f64,
 }
 
 impl LayerNormConfig {
+    /// A layer norm with PyTorch's initialisation (weight ones, bias zeros).
     pub fn init<B: Backend>(&self, device: &B::Device) -> LayerNorm<B> {
         LayerNorm {
             weight: Param::from_tensor(Tensor::ones([self.dim], device)),

@@ -31,17 +31,26 @@ pub struct LocalAttentionConfig {
 /// `to_out.weight` (plus the constant `attn_fn.rel_pos.inv_freq`, recomputed, not stored here).
 #[derive(Module, Debug)]
 pub struct LocalAttention<B: Backend> {
+    /// The pre-norm.
     pub norm: LayerNorm<B>,
+    /// Bias-free projection `dim -> 3 * heads * dim_head` (queries, keys, values).
     pub to_qkv: Linear<B>,
+    /// Bias-free projection `heads * dim_head -> dim`.
     pub to_out: Linear<B>,
+    /// Number of attention heads.
     pub heads: usize,
+    /// Width of each head.
     pub dim_head: usize,
+    /// Query `i` attends to keys `i - window ..= i`.
     pub window: usize,
+    /// Fused or explicit attention (not a parameter; [`AttentionImpl::Auto`] after `init`).
     #[module(skip)]
     pub implementation: AttentionImpl,
 }
 
 impl LocalAttentionConfig {
+    /// A layer with Burn's default initialisation of the projections (the reference's weights
+    /// are loaded over it for parity).
     pub fn init<B: Backend>(&self, device: &B::Device) -> LocalAttention<B> {
         let inner = self.heads * self.dim_head;
         LocalAttention {

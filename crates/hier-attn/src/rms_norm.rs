@@ -20,6 +20,7 @@ pub struct RmsNorm<B: Backend> {
 }
 
 impl RmsNormConfig {
+    /// An RMSNorm with `gamma` initialised to ones.
     pub fn init<B: Backend>(&self, device: &B::Device) -> RmsNorm<B> {
         RmsNorm {
             gamma: Param::from_tensor(Tensor::ones([self.dim], device)),

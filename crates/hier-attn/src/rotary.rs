@@ -21,7 +21,9 @@ pub const XPOS_SCALE_BASE: f32 = 512.0;
 /// Which features rotate together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
+    /// Pairs `(2i, 2i + 1)` rotate together (the reference's `Attention`, with xPos).
     Interleaved,
+    /// Feature `i` rotates with `i + dim_head / 2` (the reference's `LocalMHA`).
     HalfSplit,
 }
 
