@@ -94,246 +94,26 @@ impl ModelSpec {
         self.hierarchies.iter().map(|h| h.stride).collect()
     }
 
+    /// Check `c` by the reference's assertions (and hier's, where the reference would fail
+    /// later), in a fixed order so that the first problem is always the one reported.
     pub(crate) fn from_config(c: &HierarchicalTransformerConfig) -> Result<Self, ConfigError> {
-        use ConfigError as E;
-        let hierarchies = c.hierarchies.values(1);
-        let count = hierarchies.len();
-        if count == 0 {
-            return Err(E::invalid(
-                "hierarchies",
-                "is empty",
-                "give at least one compression factor, e.g. 1 or [1, 2]",
-            ));
-        }
-        positive("num_tokens", c.num_tokens)?;
-        positive("depth", c.depth)?;
-        positive("seq_len", c.seq_len)?;
-        if c.num_tokens > i32::MAX as usize {
-            return Err(E::invalid(
-                "num_tokens",
-                format!("{} is too large", c.num_tokens),
-                "use at most 2^31 - 1",
-            ));
-        }
-        let mut seen = Vec::new();
-        for &h in &hierarchies {
-            if !h.is_power_of_two() {
-                return Err(E::invalid(
-                    "hierarchies",
-                    format!("{h} is not a power of two"),
-                    "use 1, 2, 4, 8, ...",
-                ));
-            }
-            if seen.contains(&h) {
-                return Err(E::invalid(
-                    "hierarchies",
-                    format!("{h} appears twice"),
-                    "compression factors must be unique",
-                ));
-            }
-            seen.push(h);
-        }
-
-        let dims = per_hierarchy("dim", c.dim.values(count), count)?;
-        let dim_heads = per_hierarchy("dim_head", c.dim_head.values(count), count)?;
-        let heads = per_hierarchy("heads", c.heads.values(count), count)?;
-        let ff_mults = per_hierarchy("ff_mult", c.ff_mult.values(count), count)?;
-        let strides = per_hierarchy(
-            "hierarchical_stride",
-            c.hierarchical_stride.values(count),
-            count,
-        )?;
-        let windows = per_hierarchy("window_sizes", c.window_sizes.values(count), count)?;
-        let nl_weights = per_hierarchy(
-            "next_latent_loss_weight",
-            c.next_latent_loss_weight.values(count),
-            count,
-        )?;
-        for &d in &dims {
-            if d < 2 {
-                return Err(E::invalid(
-                    "dim",
-                    format!("{d} is too small"),
-                    "token shift splits the features in two halves: use a width of at least 2",
-                ));
-            }
-        }
-        for &h in &heads {
-            positive("heads", h)?;
-        }
-        for &m in &ff_mults {
-            positive("ff_mult", m)?;
-        }
-        for &d in &dim_heads {
-            if d == 0 || d % 2 != 0 {
-                return Err(E::invalid(
-                    "dim_head",
-                    format!("{d} is not a positive even number"),
-                    "rotary embeddings rotate feature pairs: use an even width such as 32 or 64",
-                ));
-            }
-        }
-        for (&s, &h) in strides.iter().zip(&hierarchies) {
-            if !s.is_power_of_two() {
-                return Err(E::invalid(
-                    "hierarchical_stride",
-                    format!("{s} is not a power of two"),
-                    "use 1, 2, 4, ...",
-                ));
-            }
-            if s > h {
-                return Err(E::invalid(
-                    "hierarchical_stride",
-                    format!("stride {s} is greater than its hierarchy's compression factor {h}"),
-                    "every stride must be at most the compression factor of its hierarchy",
-                ));
-            }
-        }
-        let predict_factor = c
-            .predict_hierarchy
-            .unwrap_or_else(|| *hierarchies.iter().min().unwrap());
-        let predict = hierarchies
-            .iter()
-            .position(|&h| h == predict_factor)
-            .ok_or_else(|| {
-                E::invalid(
-                    "predict_hierarchy",
-                    format!("{predict_factor} is not one of the hierarchies {hierarchies:?}"),
-                    "pick one of the compression factors in `hierarchies`",
-                )
-            })?;
-        // The reference asserts this only without hierarchy_merge_all; with it, a strided
-        // predicting hierarchy yields logits for every s-th position only and its loss fails on
-        // the shape mismatch, so hier rejects it in both cases.
-        if strides[predict] != 1 {
-            return Err(E::invalid(
-                "hierarchical_stride",
-                format!(
-                    "the predicting hierarchy {predict_factor}x has stride {}",
-                    strides[predict]
-                ),
-                "the hierarchy used for next-token prediction must have stride 1",
-            ));
-        }
-        if !c.recon_loss_weight.is_finite() || c.recon_loss_weight < 0.0 {
-            return Err(E::invalid(
-                "recon_loss_weight",
-                format!("{} is not a finite number >= 0", c.recon_loss_weight),
-                "use 0 to disable reconstruction, or a positive weight such as 0.1",
-            ));
-        }
-        for (key, w) in [
-            ("prophet_loss_weight", c.prophet_loss_weight),
-            ("hierarchical_ar_loss_weight", c.hierarchical_ar_loss_weight),
-        ] {
-            if !w.is_finite() || w < 0.0 {
-                return Err(E::invalid(
-                    key,
-                    format!("{w} is not a finite number >= 0"),
-                    "use 0 to disable, or a positive weight",
-                ));
-            }
-        }
-        for &w in &nl_weights {
-            if !w.is_finite() || w < 0.0 {
-                return Err(E::invalid(
-                    "next_latent_loss_weight",
-                    format!("{w} is not a finite number >= 0"),
-                    "use 0 to disable, or a positive weight such as 0.25",
-                ));
-            }
-        }
-        positive("num_rollouts", c.num_rollouts)?;
-        positive("dynamics_num_layers", c.dynamics_num_layers)?;
-        if let Some(h) = c.dynamics_hidden_dim {
-            positive("dynamics_hidden_dim", h)?;
-        }
-        if !c.dynamic_loss_decay.is_finite() {
-            return Err(E::invalid(
-                "dynamic_loss_decay",
-                "is not finite",
-                "use a number such as 1.0",
-            ));
-        }
-        let rollout_weights = c
-            .rollout_weights
-            .clone()
-            .unwrap_or_else(|| vec![1.0; c.num_rollouts]);
-        if rollout_weights.len() != c.num_rollouts {
-            return Err(E::invalid(
-                "rollout_weights",
-                format!(
-                    "has {} entries for num_rollouts {}",
-                    rollout_weights.len(),
-                    c.num_rollouts
-                ),
-                "give one weight per rollout step",
-            ));
-        }
-        let total: f64 = rollout_weights.iter().sum();
-        if rollout_weights.iter().any(|w| !w.is_finite()) || total == 0.0 || !total.is_finite() {
-            return Err(E::invalid(
-                "rollout_weights",
-                format!("{rollout_weights:?} cannot be normalised"),
-                "use finite weights with a non-zero sum",
-            ));
-        }
-        match &c.chunk_summarizers {
-            None | Some(serde_json::Value::Null) => {}
-            Some(serde_json::Value::Array(a))
-                if a.iter().all(|v| v.is_null()) && a.len() == count => {}
-            Some(_) => {
-                return Err(E::invalid(
-                    "chunk_summarizers",
-                    "custom summariser modules cannot be described in JSON",
-                    "use null (the default causal chunk summariser)",
-                ));
-            }
-        }
-
-        let mut replaced_windows = Vec::new();
-        let mut specs = Vec::with_capacity(count);
-        for i in 0..count {
-            let factor = hierarchies[i];
-            let attention = match windows[i] {
-                None => AttentionKind::Full,
-                Some(w) if w < 0 => {
-                    return Err(E::invalid(
-                        "window_sizes",
-                        format!("{w} is negative"),
-                        "use a window > 0, 0 for no attention, or null for full attention",
-                    ));
-                }
-                Some(0) => AttentionKind::None,
-                Some(w) => {
-                    let w = w as usize;
-                    // The reference compares with the configured seq_len, not the stride.
-                    if w > c.seq_len / factor {
-                        replaced_windows.push((factor, w));
-                        AttentionKind::Full
-                    } else {
-                        AttentionKind::Local { window: w }
-                    }
-                }
-            };
-            specs.push(HierarchySpec {
-                factor,
-                stride: strides[i],
-                dim: dims[i],
-                dim_head: dim_heads[i],
-                heads: heads[i],
-                ff_mult: ff_mults[i],
-                attention,
-                attention_implementation: c.attention_implementation.into(),
-                next_latent_loss_weight: nl_weights[i],
-            });
-        }
-
+        let hierarchies = factors(c)?;
+        check_sizes(c)?;
+        check_factors(&hierarchies)?;
+        let v = PerHierarchyValues::resolve(c, hierarchies.len())?;
+        v.check_widths()?;
+        v.check_strides(&hierarchies)?;
+        let predict = predicting_hierarchy(c, &hierarchies, &v.strides)?;
+        check_loss_weights(c, &v.next_latent_loss_weights)?;
+        check_dynamics(c)?;
+        let rollout_weights = normalised_rollout_weights(c)?;
+        check_chunk_summarizers(c, hierarchies.len())?;
+        let (specs, replaced_windows) = v.hierarchy_specs(c, &hierarchies)?;
         Ok(ModelSpec {
             num_tokens: c.num_tokens,
             depth: c.depth,
             seq_len: c.seq_len,
-            token_dim: *dims.iter().max().unwrap(),
+            token_dim: *v.dims.iter().max().unwrap(),
             hierarchies: specs,
             predict,
             hierarchy_merge_all: c.hierarchy_merge_all,
@@ -346,12 +126,326 @@ impl ModelSpec {
             dynamics_num_layers: c.dynamics_num_layers,
             dynamic_rollout_loss_weight: c.dynamic_rollout_loss_weight,
             dynamic_loss_decay: c.dynamic_loss_decay,
-            rollout_weights: rollout_weights.iter().map(|w| w / total).collect(),
+            rollout_weights,
             ignore_index: c.ignore_index,
             replaced_windows,
             prophet_loss_weight: c.prophet_loss_weight,
             hierarchical_ar_loss_weight: c.hierarchical_ar_loss_weight,
         })
+    }
+}
+
+/// The compression factors, at least one.
+fn factors(c: &HierarchicalTransformerConfig) -> Result<Vec<usize>, ConfigError> {
+    let hierarchies = c.hierarchies.values(1);
+    if hierarchies.is_empty() {
+        return Err(ConfigError::invalid(
+            "hierarchies",
+            "is empty",
+            "give at least one compression factor, e.g. 1 or [1, 2]",
+        ));
+    }
+    Ok(hierarchies)
+}
+
+fn check_sizes(c: &HierarchicalTransformerConfig) -> Result<(), ConfigError> {
+    positive("num_tokens", c.num_tokens)?;
+    positive("depth", c.depth)?;
+    positive("seq_len", c.seq_len)?;
+    if c.num_tokens > i32::MAX as usize {
+        return Err(ConfigError::invalid(
+            "num_tokens",
+            format!("{} is too large", c.num_tokens),
+            "use at most 2^31 - 1",
+        ));
+    }
+    Ok(())
+}
+
+/// Compression factors are unique powers of two.
+fn check_factors(hierarchies: &[usize]) -> Result<(), ConfigError> {
+    for (i, &h) in hierarchies.iter().enumerate() {
+        if !h.is_power_of_two() {
+            return Err(ConfigError::invalid(
+                "hierarchies",
+                format!("{h} is not a power of two"),
+                "use 1, 2, 4, 8, ...",
+            ));
+        }
+        if hierarchies[..i].contains(&h) {
+            return Err(ConfigError::invalid(
+                "hierarchies",
+                format!("{h} appears twice"),
+                "compression factors must be unique",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The settings given per hierarchy (or once for all), one entry per hierarchy.
+struct PerHierarchyValues {
+    dims: Vec<usize>,
+    dim_heads: Vec<usize>,
+    heads: Vec<usize>,
+    ff_mults: Vec<usize>,
+    strides: Vec<usize>,
+    windows: Vec<Option<i64>>,
+    next_latent_loss_weights: Vec<f64>,
+}
+
+impl PerHierarchyValues {
+    fn resolve(c: &HierarchicalTransformerConfig, count: usize) -> Result<Self, ConfigError> {
+        Ok(Self {
+            dims: per_hierarchy("dim", c.dim.values(count), count)?,
+            dim_heads: per_hierarchy("dim_head", c.dim_head.values(count), count)?,
+            heads: per_hierarchy("heads", c.heads.values(count), count)?,
+            ff_mults: per_hierarchy("ff_mult", c.ff_mult.values(count), count)?,
+            strides: per_hierarchy(
+                "hierarchical_stride",
+                c.hierarchical_stride.values(count),
+                count,
+            )?,
+            windows: per_hierarchy("window_sizes", c.window_sizes.values(count), count)?,
+            next_latent_loss_weights: per_hierarchy(
+                "next_latent_loss_weight",
+                c.next_latent_loss_weight.values(count),
+                count,
+            )?,
+        })
+    }
+
+    fn check_widths(&self) -> Result<(), ConfigError> {
+        for &d in &self.dims {
+            if d < 2 {
+                return Err(ConfigError::invalid(
+                    "dim",
+                    format!("{d} is too small"),
+                    "token shift splits the features in two halves: use a width of at least 2",
+                ));
+            }
+        }
+        for &h in &self.heads {
+            positive("heads", h)?;
+        }
+        for &m in &self.ff_mults {
+            positive("ff_mult", m)?;
+        }
+        for &d in &self.dim_heads {
+            if d == 0 || d % 2 != 0 {
+                return Err(ConfigError::invalid(
+                    "dim_head",
+                    format!("{d} is not a positive even number"),
+                    "rotary embeddings rotate feature pairs: use an even width such as 32 or 64",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Each stride is a power of two no greater than its hierarchy's compression factor.
+    fn check_strides(&self, hierarchies: &[usize]) -> Result<(), ConfigError> {
+        for (&s, &h) in self.strides.iter().zip(hierarchies) {
+            if !s.is_power_of_two() {
+                return Err(ConfigError::invalid(
+                    "hierarchical_stride",
+                    format!("{s} is not a power of two"),
+                    "use 1, 2, 4, ...",
+                ));
+            }
+            if s > h {
+                return Err(ConfigError::invalid(
+                    "hierarchical_stride",
+                    format!("stride {s} is greater than its hierarchy's compression factor {h}"),
+                    "every stride must be at most the compression factor of its hierarchy",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// One spec per hierarchy, and the windows replaced by full attention.
+    fn hierarchy_specs(
+        &self,
+        c: &HierarchicalTransformerConfig,
+        hierarchies: &[usize],
+    ) -> Result<(Vec<HierarchySpec>, Vec<(usize, usize)>), ConfigError> {
+        let mut replaced_windows = Vec::new();
+        let mut specs = Vec::with_capacity(hierarchies.len());
+        for (i, &factor) in hierarchies.iter().enumerate() {
+            let attention = attention_kind(self.windows[i], factor, c.seq_len)?;
+            // a window given, yet full attention: the reference replaced it
+            if let (AttentionKind::Full, Some(w)) = (attention, self.windows[i]) {
+                replaced_windows.push((factor, w as usize));
+            }
+            specs.push(HierarchySpec {
+                factor,
+                stride: self.strides[i],
+                dim: self.dims[i],
+                dim_head: self.dim_heads[i],
+                heads: self.heads[i],
+                ff_mult: self.ff_mults[i],
+                attention,
+                attention_implementation: c.attention_implementation.into(),
+                next_latent_loss_weight: self.next_latent_loss_weights[i],
+            });
+        }
+        Ok((specs, replaced_windows))
+    }
+}
+
+/// The reference's window rules: `null` is full attention, 0 none, and a window longer than
+/// the hierarchy's share of `seq_len` full attention.
+fn attention_kind(
+    window: Option<i64>,
+    factor: usize,
+    seq_len: usize,
+) -> Result<AttentionKind, ConfigError> {
+    Ok(match window {
+        None => AttentionKind::Full,
+        Some(w) if w < 0 => {
+            return Err(ConfigError::invalid(
+                "window_sizes",
+                format!("{w} is negative"),
+                "use a window > 0, 0 for no attention, or null for full attention",
+            ));
+        }
+        Some(0) => AttentionKind::None,
+        // The reference compares with the configured seq_len, not the stride.
+        Some(w) if w as usize > seq_len / factor => AttentionKind::Full,
+        Some(w) => AttentionKind::Local { window: w as usize },
+    })
+}
+
+/// The index of the predicting hierarchy (by default the least compressed), which must have
+/// stride 1.
+fn predicting_hierarchy(
+    c: &HierarchicalTransformerConfig,
+    hierarchies: &[usize],
+    strides: &[usize],
+) -> Result<usize, ConfigError> {
+    let predict_factor = c
+        .predict_hierarchy
+        .unwrap_or_else(|| *hierarchies.iter().min().unwrap());
+    let predict = hierarchies
+        .iter()
+        .position(|&h| h == predict_factor)
+        .ok_or_else(|| {
+            ConfigError::invalid(
+                "predict_hierarchy",
+                format!("{predict_factor} is not one of the hierarchies {hierarchies:?}"),
+                "pick one of the compression factors in `hierarchies`",
+            )
+        })?;
+    // The reference asserts this only without hierarchy_merge_all; with it, a strided
+    // predicting hierarchy yields logits for every s-th position only and its loss fails on
+    // the shape mismatch, so hier rejects it in both cases.
+    if strides[predict] != 1 {
+        return Err(ConfigError::invalid(
+            "hierarchical_stride",
+            format!(
+                "the predicting hierarchy {predict_factor}x has stride {}",
+                strides[predict]
+            ),
+            "the hierarchy used for next-token prediction must have stride 1",
+        ));
+    }
+    Ok(predict)
+}
+
+fn check_loss_weights(
+    c: &HierarchicalTransformerConfig,
+    next_latent_loss_weights: &[f64],
+) -> Result<(), ConfigError> {
+    let weight = |key, w: f64, hint| match w.is_finite() && w >= 0.0 {
+        true => Ok(()),
+        false => Err(ConfigError::invalid(
+            key,
+            format!("{w} is not a finite number >= 0"),
+            hint,
+        )),
+    };
+    weight(
+        "recon_loss_weight",
+        c.recon_loss_weight,
+        "use 0 to disable reconstruction, or a positive weight such as 0.1",
+    )?;
+    let hint = "use 0 to disable, or a positive weight";
+    weight("prophet_loss_weight", c.prophet_loss_weight, hint)?;
+    weight(
+        "hierarchical_ar_loss_weight",
+        c.hierarchical_ar_loss_weight,
+        hint,
+    )?;
+    for &w in next_latent_loss_weights {
+        weight(
+            "next_latent_loss_weight",
+            w,
+            "use 0 to disable, or a positive weight such as 0.25",
+        )?;
+    }
+    Ok(())
+}
+
+fn check_dynamics(c: &HierarchicalTransformerConfig) -> Result<(), ConfigError> {
+    positive("num_rollouts", c.num_rollouts)?;
+    positive("dynamics_num_layers", c.dynamics_num_layers)?;
+    if let Some(h) = c.dynamics_hidden_dim {
+        positive("dynamics_hidden_dim", h)?;
+    }
+    if !c.dynamic_loss_decay.is_finite() {
+        return Err(ConfigError::invalid(
+            "dynamic_loss_decay",
+            "is not finite",
+            "use a number such as 1.0",
+        ));
+    }
+    Ok(())
+}
+
+/// One weight per rollout step (by default all equal), normalised to sum 1.
+fn normalised_rollout_weights(c: &HierarchicalTransformerConfig) -> Result<Vec<f64>, ConfigError> {
+    let weights = c
+        .rollout_weights
+        .clone()
+        .unwrap_or_else(|| vec![1.0; c.num_rollouts]);
+    if weights.len() != c.num_rollouts {
+        return Err(ConfigError::invalid(
+            "rollout_weights",
+            format!(
+                "has {} entries for num_rollouts {}",
+                weights.len(),
+                c.num_rollouts
+            ),
+            "give one weight per rollout step",
+        ));
+    }
+    let total: f64 = weights.iter().sum();
+    if weights.iter().any(|w| !w.is_finite()) || total == 0.0 || !total.is_finite() {
+        return Err(ConfigError::invalid(
+            "rollout_weights",
+            format!("{weights:?} cannot be normalised"),
+            "use finite weights with a non-zero sum",
+        ));
+    }
+    Ok(weights.iter().map(|w| w / total).collect())
+}
+
+/// Only the reference's default summariser (`null`) can be described in JSON.
+fn check_chunk_summarizers(
+    c: &HierarchicalTransformerConfig,
+    count: usize,
+) -> Result<(), ConfigError> {
+    match &c.chunk_summarizers {
+        None | Some(serde_json::Value::Null) => Ok(()),
+        Some(serde_json::Value::Array(a)) if a.iter().all(|v| v.is_null()) && a.len() == count => {
+            Ok(())
+        }
+        Some(_) => Err(ConfigError::invalid(
+            "chunk_summarizers",
+            "custom summariser modules cannot be described in JSON",
+            "use null (the default causal chunk summariser)",
+        )),
     }
 }
 
