@@ -20,16 +20,24 @@ use crate::spec::ModelSpec;
 /// Field names follow the reference's state_dict (see [`crate::weights`]).
 #[derive(Module, Debug)]
 pub struct HierarchicalTransformer<B: Backend> {
+    /// Token embeddings, `[num_tokens, max(dim)]`.
     pub token_emb: Embedding<B>,
+    /// One per hierarchy: the causal strided convolution that compresses the token embeddings
+    /// into it.
     pub compressors: Vec<Compressor<B>>,
+    /// Per hierarchy, for the next-latent loss with chunk summarizers.
     pub chunk_summarizers: Vec<ChunkSummarizer<B>>,
+    /// Per hierarchy, the next-latent predictors.
     pub latent_dynamics: Vec<NextLatDynamics<B>>,
+    /// One per hierarchy, after the compressed embeddings.
     pub post_token_emb_norms: Vec<LayerNorm<B>>,
     /// `layers[l][i]`: layer `l` of hierarchy `i`.
     pub layers: Vec<Vec<HierarchicalBlock<B>>>,
     /// One per layer when there is more than one hierarchy.
     pub hierarchical_merges: Vec<HierarchicalMerge<B>>,
+    /// The final norm of every hierarchy.
     pub norms: Vec<LayerNorm<B>>,
+    /// The output projection to `num_tokens` logits.
     pub to_logits: Linear<B>,
     /// With `prophet_loss_weight > 0`: per hierarchy, `Linear(d_i, c_i * V)` for `c_i > 1`.
     pub prophet_heads: Vec<Option<Linear<B>>>,
@@ -37,6 +45,7 @@ pub struct HierarchicalTransformer<B: Backend> {
     pub to_hierarchical_preds: Vec<Option<Linear<B>>>,
     /// The config the model was built from (written as `config.json`).
     pub config: HierarchicalTransformerConfig,
+    /// The validated config with every per-hierarchy value resolved.
     pub spec: ModelSpec,
 }
 
@@ -61,6 +70,7 @@ pub struct ForwardOutput<B: Backend> {
 pub struct Losses<B: Backend> {
     /// `ce + next_latent + recon_loss_weight * recon`
     pub total: Tensor<B, 1>,
+    /// Next-token cross-entropy (mean over the predicted positions).
     pub ce: Tensor<B, 1>,
     /// Already weighted per hierarchy by `next_latent_loss_weight`.
     pub next_latent: Tensor<B, 1>,
