@@ -1,4 +1,17 @@
-//! `hier`: initialise, train, evaluate, sample and benchmark hierarchical transformers.
+//! `hier`, the command-line tool of [hier](https://github.com/hier-rs/hier): initialise, train,
+//! evaluate, sample and benchmark Simple Hierarchical Transformers (built on the `hier-model`
+//! and `hier-train` crates).
+//!
+//! Subcommands: `init` (a fresh model directory), `forward` (logits and losses as
+//! safetensors), `generate` (sampling, cached or recomputed), `train` (presets, config files,
+//! checkpoints, `--resume`, data parallelism over threads, GPUs and nodes), `eval` (loss and
+//! bits per character over a split), `data` (download and prepare enwik8), `compare` (several
+//! configs on the same data, with a table and a plot), `orchestrator` (the all-reduce server of
+//! a multi-node run) and `bench` (timings and peak memory). `hier <command> --help` lists the
+//! options.
+//!
+//! The backend is a cargo feature: `flex` (default, pure-Rust CPU), `ndarray`, `cuda`, `wgpu`.
+//! Install with `cargo install hier-cli` (or `cargo install hier-cli --features cuda`).
 
 mod alloc;
 mod backend;
