@@ -10,20 +10,22 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
-use burn::optim::{AdamConfig, GradientsAccumulator, GradientsParams, Optimizer};
-use burn::tensor::backend::AutodiffBackend;
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::{Adam, AdamConfig, GradientsAccumulator, GradientsParams, Optimizer};
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use hier_model::cache::generate_cached;
+use hier_model::files::DirLock;
 use hier_model::generate::Sampler;
-use hier_model::{model_dir, ForwardOptions, HierarchicalTransformer};
+use hier_model::{model_dir, ForwardOptions, HierarchicalTransformer, Losses};
 use thiserror::Error;
 
 use crate::checkpoint::{self, CheckpointError};
 use crate::clip::clip_global_norm;
 use crate::data::{random_crops, Corpus, DataError, Split};
 use crate::metrics::{MetricsLog, Record, StepMetrics, ValidMetrics};
-use crate::options::{OptionsError, TrainConfig};
-use crate::parallel::{on_replicas, BatchSplit, ParallelError, Peer, Replicas};
+use crate::options::{OptionsError, TrainConfig, TrainOptions};
+use crate::parallel::{on_replicas, BatchSplit, ParallelError, Peer, Replicas, Shard};
 use crate::progress::Progress;
 use crate::schedule::learning_rate;
 
@@ -176,65 +178,19 @@ fn run<B: AutodiffBackend>(
     let spec = config.model.validate()?;
     let o = &config.train;
     o.validate()?;
-    let shard = match parallel {
-        Some((p, split)) => split.shard(p.rank, p.world, o.batch_size, o.grad_accum)?,
-        None => BatchSplit::Shared.shard(0, 1, o.batch_size, o.grad_accum)?,
-    };
-    // crops trained on per step by all replicas together
-    let step_rows = match parallel {
-        Some((p, BatchSplit::PerReplica)) => p.world * o.batch_size,
-        _ => o.batch_size,
-    };
+    let (shard, step_rows) = shard_of(o, parallel)?;
     corpus.check_len(spec.seq_len)?;
-    let io = |source| TrainError::Io {
-        path: run_dir.display().to_string(),
-        source,
-    };
-    let setup = || -> Result<_, TrainError> {
-        // held until the run ends: no second job writes this run directory meanwhile
-        let lock = match writer {
-            true => Some(crate::run_dir::claim(run_dir, start)?),
-            false => None,
-        };
-        let adam = AdamConfig::new().with_epsilon(1e-8);
-        let (model, optim, first_step) = match start {
-            Start::New => {
-                let model = Model::<B>::init(&config.model, o.seed, device)?;
-                if writer {
-                    checkpoint::write_train_config(run_dir, config)?;
-                }
-                (model, adam.init::<B, Model<B>>(), 0)
-            }
-            Start::Resume => {
-                let model = Model::<B>::new(&config.model, device)?;
-                let (model, optim, state) = checkpoint::load(
-                    run_dir,
-                    &config.model,
-                    model,
-                    adam.init::<B, Model<B>>(),
-                    device,
-                )?;
-                if writer {
-                    // what --resume changed (max_steps, validate/sample/checkpoint every)
-                    // holds for the rest of the run and for the next --resume
-                    checkpoint::write_train_config(run_dir, config)?;
-                }
-                (model, optim, state.step)
-            }
-        };
-        let metrics = match writer {
-            true => Some(MetricsLog::open(run_dir, Some(first_step)).map_err(io)?),
-            false => None,
-        };
-        Ok((model, optim, first_step, metrics, lock))
-    };
-    let (mut model, mut optim, first_step, mut metrics, _lock) =
-        agree::<B, _>(peer, setup(), device)?;
+    let set_up = set_up::<B>(config, run_dir, start, device, writer);
+    // the lock is held until the run ends: no second job writes this run directory meanwhile
+    let SetUp {
+        model,
+        optim,
+        first_step,
+        metrics,
+        lock: _lock,
+    } = agree::<B, _>(peer, set_up, device)?;
     let train_data = corpus.split(Split::Train)?;
     let valid_data = corpus.split(Split::Valid)?;
-    let crop = spec.seq_len + 1;
-    let tokens_per_step = (step_rows * o.grad_accum * spec.seq_len) as f64;
-
     let progress = match writer {
         true => Progress::new(first_step, o.max_steps, 10),
         false => Progress::Silent,
@@ -246,132 +202,468 @@ fn run<B: AutodiffBackend>(
         train_data.len(),
         valid_data.len(),
         o.max_steps,
-        match parallel {
-            None => String::new(),
-            Some((p, BatchSplit::Shared)) => format!(", {} replicas sharing each batch", p.world),
-            Some((p, BatchSplit::PerReplica)) => format!(", {} data-parallel replicas", p.world),
-        }
+        replicas_note(parallel),
     ));
-    let started = Instant::now();
-    let mut last_valid = None;
-    let mut last_checkpoint = first_step;
-    let mut interrupted = false;
-    let mut step = first_step;
-    while step < o.max_steps {
-        let t0 = Instant::now();
-        let mut accumulator = GradientsAccumulator::<Model<B>>::new();
-        let mut sums = [0f64; 6];
-        let options = ForwardOptions {
-            ablate_hierarchical_merge: o.ablate_hierarchical_merge,
-        };
-        for micro in 0..o.grad_accum {
-            let micro = shard.micro_offset + micro as u64;
-            let ids = random_crops(train_data, crop, o.batch_size, o.seed, step, micro);
-            let ids = ids[shard.rows.start * crop..shard.rows.end * crop].to_vec();
-            let rows = shard.rows.len();
-            let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [rows, crop]), device);
-            let losses = model.forward_loss_with(ids, options)?;
-            let parts = [
-                &losses.total,
-                &losses.ce,
-                &losses.next_latent,
-                &losses.recon,
-                &losses.prophet,
-                &losses.hierarchical_ar,
-            ];
-            for (sum, t) in sums.iter_mut().zip(parts) {
-                *sum += t.clone().into_scalar().elem::<f64>() / o.grad_accum as f64;
-            }
-            let grads = losses.total.div_scalar(o.grad_accum as f64).backward();
-            accumulator.accumulate(&model, GradientsParams::from_grads(grads, &model));
-        }
-        let mut grads = accumulator.grads();
-        let mut interrupted_here = control.interrupt.is_some_and(|f| f.load(Ordering::SeqCst));
-        if let Some(peer) = peer {
-            // the same losses, gradients and stop decision on every replica
-            grads = peer.weighted_gradients(&model, grads, shard.weight)?;
-            let mut values = sums.to_vec();
-            values.push(interrupted_here as u8 as f64);
-            let sum = peer.weighted_sum::<B::InnerBackend>(&values, shard.weight, device)?;
-            sums.copy_from_slice(&sum[..6]);
-            interrupted_here = sum[6] > 0.0;
-        }
-        if !sums[0].is_finite() {
-            progress.finish();
-            return Err(TrainError::NonFinite {
-                step,
-                value: sums[0],
-                last_checkpoint,
-            });
-        }
-        let grad_norm = clip_global_norm::<B, _>(&model, &mut grads, o.clip_grad_norm);
-        let lr = learning_rate(o, step);
-        model = optim.step(lr, model, grads);
-        step += 1;
+    let job = Job {
+        o,
+        run_dir,
+        device,
+        control,
+        peer,
+        shard,
+        train_data,
+        valid_data,
+        crop: spec.seq_len + 1,
+        tokens_per_step: (step_rows * o.grad_accum * spec.seq_len) as f64,
+        progress,
+        started: Instant::now(),
+    };
+    job.train(model, optim, first_step, metrics)
+}
 
-        let tokens_per_s = tokens_per_step / t0.elapsed().as_secs_f64();
-        let record = StepMetrics {
+/// This replica's rows of each micro-batch, and the crops all replicas together train on per
+/// micro-batch.
+fn shard_of(
+    o: &TrainOptions,
+    parallel: Option<(&Peer, BatchSplit)>,
+) -> Result<(Shard, usize), TrainError> {
+    let shard = match parallel {
+        Some((p, split)) => split.shard(p.rank, p.world, o.batch_size, o.grad_accum)?,
+        None => BatchSplit::Shared.shard(0, 1, o.batch_size, o.grad_accum)?,
+    };
+    let step_rows = match parallel {
+        Some((p, BatchSplit::PerReplica)) => p.world * o.batch_size,
+        _ => o.batch_size,
+    };
+    Ok((shard, step_rows))
+}
+
+fn replicas_note(parallel: Option<(&Peer, BatchSplit)>) -> String {
+    match parallel {
+        None => String::new(),
+        Some((p, BatchSplit::Shared)) => format!(", {} replicas sharing each batch", p.world),
+        Some((p, BatchSplit::PerReplica)) => format!(", {} data-parallel replicas", p.world),
+    }
+}
+
+type Optim<B> = OptimizerAdaptor<Adam, Model<B>, B>;
+
+/// A replica at the first step this process trains.
+struct SetUp<B: AutodiffBackend> {
+    model: Model<B>,
+    optim: Optim<B>,
+    first_step: u64,
+    /// Rank 0's metrics log, kept up to `first_step`.
+    metrics: Option<MetricsLog>,
+    /// Rank 0's lock on the run directory.
+    lock: Option<DirLock>,
+}
+
+/// Claim the run directory (rank 0), build a new model or load the checkpoint, and record the
+/// run's configuration.
+fn set_up<B: AutodiffBackend>(
+    config: &TrainConfig,
+    run_dir: &Path,
+    start: &Start,
+    device: &B::Device,
+    writer: bool,
+) -> Result<SetUp<B>, TrainError> {
+    let lock = match writer {
+        true => Some(crate::run_dir::claim(run_dir, start)?),
+        false => None,
+    };
+    let adam = AdamConfig::new().with_epsilon(1e-8);
+    let (model, optim, first_step) = match start {
+        Start::New => {
+            let model = Model::<B>::init(&config.model, config.train.seed, device)?;
+            (model, adam.init::<B, Model<B>>(), 0)
+        }
+        Start::Resume => {
+            let model = Model::<B>::new(&config.model, device)?;
+            let optim = adam.init::<B, Model<B>>();
+            let (model, optim, state) =
+                checkpoint::load(run_dir, &config.model, model, optim, device)?;
+            (model, optim, state.step)
+        }
+    };
+    if writer {
+        // on resume, what --resume changed (max_steps, validate/sample/checkpoint every) holds
+        // for the rest of the run and for the next --resume
+        checkpoint::write_train_config(run_dir, config)?;
+    }
+    let metrics = match writer {
+        true => Some(MetricsLog::open(run_dir, Some(first_step)).map_err(io_error(run_dir))?),
+        false => None,
+    };
+    Ok(SetUp {
+        model,
+        optim,
+        first_step,
+        metrics,
+        lock,
+    })
+}
+
+fn io_error(run_dir: &Path) -> impl Fn(std::io::Error) -> TrainError + '_ {
+    move |source| TrainError::Io {
+        path: run_dir.display().to_string(),
+        source,
+    }
+}
+
+/// The six loss components of one step, each the mean over the step's micro-batches (and
+/// replicas).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct StepLosses {
+    total: f64,
+    ce: f64,
+    next_latent: f64,
+    recon: f64,
+    prophet: f64,
+    hierarchical_ar: f64,
+}
+
+impl StepLosses {
+    const LEN: usize = 6;
+
+    fn of<B: Backend>(losses: &Losses<B>) -> Self {
+        let value = |t: &Tensor<B, 1>| t.clone().into_scalar().elem::<f64>();
+        Self {
+            total: value(&losses.total),
+            ce: value(&losses.ce),
+            next_latent: value(&losses.next_latent),
+            recon: value(&losses.recon),
+            prophet: value(&losses.prophet),
+            hierarchical_ar: value(&losses.hierarchical_ar),
+        }
+    }
+
+    /// Add `part / parts`: one micro-batch's share of the step's mean.
+    fn add_share(&mut self, part: &Self, parts: usize) {
+        let parts = parts as f64;
+        self.total += part.total / parts;
+        self.ce += part.ce / parts;
+        self.next_latent += part.next_latent / parts;
+        self.recon += part.recon / parts;
+        self.prophet += part.prophet / parts;
+        self.hierarchical_ar += part.hierarchical_ar / parts;
+    }
+
+    /// The components in order, for an all-reduce.
+    fn to_vec(self) -> Vec<f64> {
+        vec![
+            self.total,
+            self.ce,
+            self.next_latent,
+            self.recon,
+            self.prophet,
+            self.hierarchical_ar,
+        ]
+    }
+
+    /// The first [`Self::LEN`] values of `values`, in the order of [`Self::to_vec`].
+    fn from_slice(values: &[f64]) -> Self {
+        Self {
+            total: values[0],
+            ce: values[1],
+            next_latent: values[2],
+            recon: values[3],
+            prophet: values[4],
+            hierarchical_ar: values[5],
+        }
+    }
+
+    fn metrics(self, step: u64, lr: f64, grad_norm: f64, tokens_per_s: f64) -> StepMetrics {
+        StepMetrics {
             step,
-            loss: sums[0],
-            ce_loss: sums[1],
-            next_latent_loss: sums[2],
-            recon_loss: sums[3],
-            prophet_loss: sums[4],
-            hierarchical_ar_loss: sums[5],
+            loss: self.total,
+            ce_loss: self.ce,
+            next_latent_loss: self.next_latent,
+            recon_loss: self.recon,
+            prophet_loss: self.prophet,
+            hierarchical_ar_loss: self.hierarchical_ar,
             lr,
             grad_norm,
             tokens_per_s,
-        };
-        let last = step == o.max_steps;
-        interrupted = interrupted_here;
-        let pause = control.stop_at == Some(step);
-        let valid = match step.is_multiple_of(o.validate_every) || last {
-            true => Some(validate::<B>(&model, valid_data, crop, o, device, peer)?),
-            false => None,
-        };
-        let report = match &mut metrics {
-            Some(metrics) => {
-                let ctx = Report {
-                    run_dir,
-                    valid_data,
-                    device,
-                    progress: &progress,
-                    started,
-                };
-                let checkpoint =
-                    step.is_multiple_of(o.checkpoint_every) || last || interrupted || pause;
-                ctx.after_step(&model, &optim, metrics, record, valid, o, checkpoint)
-            }
-            None => Ok(()),
-        };
-        agree::<B, _>(peer, report, device)?;
-        if valid.is_some() {
-            last_valid = valid;
-        }
-        if step.is_multiple_of(o.checkpoint_every) || last || interrupted || pause {
-            last_checkpoint = step;
-        }
-        if interrupted || pause {
-            progress.println(&format!(
-                "stopped: checkpoint written at step {step}; continue with --resume {}",
-                run_dir.display()
-            ));
-            break;
         }
     }
-    progress.finish();
-    let trained = step - first_step;
-    let seconds = started.elapsed().as_secs_f64();
-    Ok(TrainOutcome {
-        steps: step,
-        last_valid,
-        tokens_per_s: if seconds > 0.0 {
-            trained as f64 * tokens_per_step / seconds
-        } else {
-            0.0
-        },
-        interrupted,
-    })
+}
+
+/// What one replica holds fixed while it trains.
+struct Job<'a, B: AutodiffBackend> {
+    o: &'a TrainOptions,
+    run_dir: &'a Path,
+    device: &'a B::Device,
+    control: &'a Control<'a>,
+    peer: Option<&'a Peer>,
+    shard: Shard,
+    train_data: &'a [u8],
+    valid_data: &'a [u8],
+    /// `seq_len + 1`: inputs and their next tokens.
+    crop: usize,
+    /// Tokens all replicas together train on per optimizer step.
+    tokens_per_step: f64,
+    progress: Progress,
+    started: Instant,
+}
+
+impl<B: AutodiffBackend> Job<'_, B> {
+    /// Optimizer steps from `first_step` until `max_steps`, an interrupt or `stop_at`.
+    fn train(
+        &self,
+        mut model: Model<B>,
+        mut optim: Optim<B>,
+        first_step: u64,
+        mut metrics: Option<MetricsLog>,
+    ) -> Result<TrainOutcome, TrainError> {
+        let (o, control) = (self.o, self.control);
+        let mut last_valid = None;
+        let mut last_checkpoint = first_step;
+        let mut interrupted = false;
+        let mut step = first_step;
+        while step < o.max_steps {
+            let t0 = Instant::now();
+            let (grads, losses) = self.accumulate(&model, step)?;
+            let stop = control.interrupt.is_some_and(|f| f.load(Ordering::SeqCst));
+            let (mut grads, losses, stop) = self.combine(&model, grads, losses, stop)?;
+            if !losses.total.is_finite() {
+                self.progress.finish();
+                return Err(TrainError::NonFinite {
+                    step,
+                    value: losses.total,
+                    last_checkpoint,
+                });
+            }
+            let grad_norm = clip_global_norm::<B, _>(&model, &mut grads, o.clip_grad_norm);
+            let lr = learning_rate(o, step);
+            model = optim.step(lr, model, grads);
+            step += 1;
+
+            let tokens_per_s = self.tokens_per_step / t0.elapsed().as_secs_f64();
+            let record = losses.metrics(step, lr, grad_norm, tokens_per_s);
+            interrupted = stop;
+            let pause = control.stop_at == Some(step);
+            let checkpoint = step.is_multiple_of(o.checkpoint_every)
+                || step == o.max_steps
+                || interrupted
+                || pause;
+            let valid = self.after_step(&model, &optim, &mut metrics, record, checkpoint)?;
+            last_valid = valid.or(last_valid);
+            if checkpoint {
+                last_checkpoint = step;
+            }
+            if interrupted || pause {
+                self.progress.println(&format!(
+                    "stopped: checkpoint written at step {step}; continue with --resume {}",
+                    self.run_dir.display()
+                ));
+                break;
+            }
+        }
+        self.progress.finish();
+        Ok(self.outcome(first_step, step, last_valid, interrupted))
+    }
+
+    fn outcome(
+        &self,
+        first_step: u64,
+        step: u64,
+        last_valid: Option<(f64, f64)>,
+        interrupted: bool,
+    ) -> TrainOutcome {
+        let trained = step - first_step;
+        let seconds = self.started.elapsed().as_secs_f64();
+        TrainOutcome {
+            steps: step,
+            last_valid,
+            tokens_per_s: if seconds > 0.0 {
+                trained as f64 * self.tokens_per_step / seconds
+            } else {
+                0.0
+            },
+            interrupted,
+        }
+    }
+
+    /// This replica's part of optimizer step `step`: the losses of its rows of every
+    /// micro-batch and the gradients of their mean, accumulated.
+    fn accumulate(
+        &self,
+        model: &Model<B>,
+        step: u64,
+    ) -> Result<(GradientsParams, StepLosses), TrainError> {
+        let o = self.o;
+        let options = ForwardOptions {
+            ablate_hierarchical_merge: o.ablate_hierarchical_merge,
+        };
+        let mut accumulator = GradientsAccumulator::<Model<B>>::new();
+        let mut sums = StepLosses::default();
+        for micro in 0..o.grad_accum {
+            let losses = model.forward_loss_with(self.micro_batch(step, micro), options)?;
+            sums.add_share(&StepLosses::of(&losses), o.grad_accum);
+            let grads = losses.total.div_scalar(o.grad_accum as f64).backward();
+            accumulator.accumulate(model, GradientsParams::from_grads(grads, model));
+        }
+        Ok((accumulator.grads(), sums))
+    }
+
+    /// This replica's rows of micro-batch `micro` of `step`, cut from the crops one device
+    /// would draw, so that the data do not depend on the number of replicas.
+    fn micro_batch(&self, step: u64, micro: usize) -> Tensor<B, 2, Int> {
+        let (o, crop) = (self.o, self.crop);
+        let micro = self.shard.micro_offset + micro as u64;
+        let ids = random_crops(self.train_data, crop, o.batch_size, o.seed, step, micro);
+        let rows = self.shard.rows.clone();
+        let ids = ids[rows.start * crop..rows.end * crop].to_vec();
+        Tensor::from_data(TensorData::new(ids, [rows.len(), crop]), self.device)
+    }
+
+    /// The same gradients, losses and stop decision on every replica: the sums of all
+    /// replicas' weighted by their share of the batch; any replica's stop stops all.
+    fn combine(
+        &self,
+        model: &Model<B>,
+        grads: GradientsParams,
+        losses: StepLosses,
+        stop: bool,
+    ) -> Result<(GradientsParams, StepLosses, bool), TrainError> {
+        let Some(peer) = self.peer else {
+            return Ok((grads, losses, stop));
+        };
+        let grads = peer.weighted_gradients(model, grads, self.shard.weight)?;
+        let mut values = losses.to_vec();
+        values.push(stop as u8 as f64);
+        let sum = peer.weighted_sum::<B::InnerBackend>(&values, self.shard.weight, self.device)?;
+        Ok((
+            grads,
+            StepLosses::from_slice(&sum),
+            sum[StepLosses::LEN] > 0.0,
+        ))
+    }
+
+    /// Validation when due (every replica takes part), then rank 0's report and checkpoint.
+    /// Returns this step's validation (loss, bits per character), if one ran.
+    fn after_step(
+        &self,
+        model: &Model<B>,
+        optim: &Optim<B>,
+        metrics: &mut Option<MetricsLog>,
+        record: StepMetrics,
+        checkpoint: bool,
+    ) -> Result<Option<(f64, f64)>, TrainError> {
+        let step = record.step;
+        let valid = match step.is_multiple_of(self.o.validate_every) || step == self.o.max_steps {
+            true => Some(self.validate(model)?),
+            false => None,
+        };
+        let written = match metrics {
+            Some(metrics) => self.report(model, optim, metrics, record, valid, checkpoint),
+            None => Ok(()),
+        };
+        // a failed write stops every replica, not only rank 0
+        agree::<B, _>(self.peer, written, self.device)?;
+        Ok(valid)
+    }
+
+    /// Rank 0 after a step: metrics and progress, the validation, a sample when due, the
+    /// checkpoint (with the model directory) when `checkpoint`.
+    fn report(
+        &self,
+        model: &Model<B>,
+        optim: &Optim<B>,
+        metrics: &mut MetricsLog,
+        record: StepMetrics,
+        valid: Option<(f64, f64)>,
+        checkpoint: bool,
+    ) -> Result<(), TrainError> {
+        let (o, step) = (self.o, record.step);
+        self.log(metrics, record, valid)?;
+        if o.sample_every > 0 && (step.is_multiple_of(o.sample_every) || step == o.max_steps) {
+            let text = sample(
+                &model.valid(),
+                self.valid_data,
+                o.sample_prime,
+                o.sample_len,
+                o.seed ^ step,
+                self.device,
+            )?;
+            self.progress
+                .println(&format!("step {step} sample:\n{text}\n"));
+        }
+        if checkpoint {
+            checkpoint::save::<B, _, _>(self.run_dir, &model.config, model, optim, step)?;
+            model_dir::save(&model.valid(), self.run_dir)?;
+        }
+        Ok(())
+    }
+
+    /// The step's metrics and, if one ran, its validation: into the metrics log and progress.
+    fn log(
+        &self,
+        metrics: &mut MetricsLog,
+        record: StepMetrics,
+        valid: Option<(f64, f64)>,
+    ) -> Result<(), TrainError> {
+        let io = io_error(self.run_dir);
+        let step = record.step;
+        metrics.write(&Record::Train(record.clone())).map_err(&io)?;
+        self.progress.step(
+            step,
+            &format!(
+                "loss {:.4} ce {:.4} lr {:.2e} |g| {:.3} {:.0} tok/s",
+                record.loss, record.ce_loss, record.lr, record.grad_norm, record.tokens_per_s
+            ),
+        );
+        if let Some((loss, bpc)) = valid {
+            let record = ValidMetrics {
+                step,
+                valid_loss: loss,
+                valid_bpc: bpc,
+                elapsed_s: self.started.elapsed().as_secs_f64(),
+            };
+            metrics.write(&Record::Valid(record)).map_err(&io)?;
+            self.progress.println(&format!(
+                "step {step}: validation loss {loss:.4}, {bpc:.4} bits per character"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Mean cross-entropy over `valid_batches` fixed random crops of the validation split (the
+    /// same crops at every validation), and bits per character. Replicas take every
+    /// `world`-th batch and add up their sums.
+    fn validate(&self, model: &Model<B>) -> Result<(f64, f64), TrainError> {
+        let (o, crop, device) = (self.o, self.crop, self.device);
+        let (rank, world) = self.peer.map_or((0, 1), |p| (p.rank, p.world));
+        let model = model.valid();
+        let options = ForwardOptions {
+            ablate_hierarchical_merge: o.ablate_hierarchical_merge,
+        };
+        let part = || -> Result<f64, TrainError> {
+            let mut total = 0.0;
+            for k in (rank..o.valid_batches).step_by(world) {
+                let ids = random_crops(
+                    self.valid_data,
+                    crop,
+                    o.batch_size,
+                    o.seed,
+                    u64::MAX,
+                    k as u64,
+                );
+                let ids = TensorData::new(ids, [o.batch_size, crop]);
+                let ids = Tensor::<B::InnerBackend, 2, Int>::from_data(ids, device);
+                let ce = model.forward_loss_with(ids, options)?.ce;
+                total += ce.into_scalar().elem::<f64>();
+            }
+            Ok(total)
+        };
+        let mut total = agree::<B, _>(self.peer, part(), device)?;
+        if let Some(peer) = self.peer {
+            total = peer.weighted_sum::<B::InnerBackend>(&[total], 1.0, device)?[0];
+        }
+        let loss = total / o.valid_batches as f64;
+        Ok((loss, loss / std::f64::consts::LN_2))
+    }
 }
 
 /// With data parallelism, a step that failed on one replica (rank 0's writes, a checkpoint
@@ -390,109 +682,6 @@ fn agree<B: AutodiffBackend, T>(
         Ok(_) if failed[0] > 0.0 => Err(ParallelError::PeerFailed.into()),
         result => result,
     }
-}
-
-/// What rank 0 does after a step: metrics, progress, validation, sample, checkpoint.
-struct Report<'a, B: AutodiffBackend> {
-    run_dir: &'a Path,
-    valid_data: &'a [u8],
-    device: &'a B::Device,
-    progress: &'a Progress,
-    started: Instant,
-}
-
-impl<B: AutodiffBackend> Report<'_, B> {
-    /// `valid`: this step's validation (loss, bpc), if one ran.
-    #[allow(clippy::too_many_arguments)]
-    fn after_step<O: burn::optim::Optimizer<Model<B>, B>>(
-        &self,
-        model: &Model<B>,
-        optim: &O,
-        metrics: &mut MetricsLog,
-        record: StepMetrics,
-        valid: Option<(f64, f64)>,
-        o: &crate::options::TrainOptions,
-        checkpoint: bool,
-    ) -> Result<(), TrainError> {
-        let io = |source| TrainError::Io {
-            path: self.run_dir.display().to_string(),
-            source,
-        };
-        let step = record.step;
-        metrics.write(&Record::Train(record.clone())).map_err(io)?;
-        self.progress.step(
-            step,
-            &format!(
-                "loss {:.4} ce {:.4} lr {:.2e} |g| {:.3} {:.0} tok/s",
-                record.loss, record.ce_loss, record.lr, record.grad_norm, record.tokens_per_s
-            ),
-        );
-        let last = step == o.max_steps;
-        if let Some((loss, bpc)) = valid {
-            let record = ValidMetrics {
-                step,
-                valid_loss: loss,
-                valid_bpc: bpc,
-                elapsed_s: self.started.elapsed().as_secs_f64(),
-            };
-            metrics.write(&Record::Valid(record)).map_err(io)?;
-            self.progress.println(&format!(
-                "step {step}: validation loss {loss:.4}, {bpc:.4} bits per character"
-            ));
-        }
-        if o.sample_every > 0 && (step.is_multiple_of(o.sample_every) || last) {
-            let text = sample(
-                &model.valid(),
-                self.valid_data,
-                o.sample_prime,
-                o.sample_len,
-                o.seed ^ step,
-                self.device,
-            )?;
-            self.progress
-                .println(&format!("step {step} sample:\n{text}\n"));
-        }
-        if checkpoint {
-            checkpoint::save::<B, _, _>(self.run_dir, &model.config, model, optim, step)?;
-            model_dir::save(&model.valid(), self.run_dir)?;
-        }
-        Ok(())
-    }
-}
-
-/// Mean cross-entropy over `valid_batches` fixed random crops of the validation split (the same
-/// crops at every validation), and bits per character. Replicas take every `world`-th batch and
-/// add up their sums.
-fn validate<B: AutodiffBackend>(
-    model: &Model<B>,
-    data: &[u8],
-    crop: usize,
-    o: &crate::options::TrainOptions,
-    device: &B::Device,
-    peer: Option<&Peer>,
-) -> Result<(f64, f64), TrainError> {
-    let (rank, world) = peer.map_or((0, 1), |p| (p.rank, p.world));
-    let model = model.valid();
-    let options = ForwardOptions {
-        ablate_hierarchical_merge: o.ablate_hierarchical_merge,
-    };
-    let part = || -> Result<f64, TrainError> {
-        let mut total = 0.0;
-        for k in (rank..o.valid_batches).step_by(world) {
-            let ids = random_crops(data, crop, o.batch_size, o.seed, u64::MAX, k as u64);
-            let ids = TensorData::new(ids, [o.batch_size, crop]);
-            let ids = Tensor::<B::InnerBackend, 2, Int>::from_data(ids, device);
-            let ce = model.forward_loss_with(ids, options)?.ce;
-            total += ce.into_scalar().elem::<f64>();
-        }
-        Ok(total)
-    };
-    let mut total = agree::<B, _>(peer, part(), device)?;
-    if let Some(peer) = peer {
-        total = peer.weighted_sum::<B::InnerBackend>(&[total], 1.0, device)?[0];
-    }
-    let loss = total / o.valid_batches as f64;
-    Ok((loss, loss / std::f64::consts::LN_2))
 }
 
 /// A sample continuing a prompt from the validation split.
