@@ -286,6 +286,57 @@ impl<B: Backend> HierarchicalTransformer<B> {
         options: ForwardOptions,
     ) -> Result<Losses<B>, InputError> {
         let device = ids.device();
+        let TrainingIds {
+            all,
+            inputs,
+            labels,
+            batch,
+            n,
+        } = self.training_ids(ids)?;
+        let input_ids =
+            Tensor::<B, 2, Int>::from_data(TensorData::new(inputs.clone(), [batch, n]), &device);
+        let x = self.token_emb.forward(input_ids);
+        let embeds = self.trunk(self.embed(x.clone()), options);
+        let logits = self.logits(&embeds);
+        let vocab = self.spec.num_tokens;
+        let ce = cross_entropy(
+            logits.clone().reshape([batch * n, vocab]),
+            &labels,
+            self.spec.ignore_index,
+        );
+
+        let (next_latent, next_latent_per_hierarchy) = next_latent_losses(
+            &self.spec,
+            &self.chunk_summarizers,
+            &self.latent_dynamics,
+            &embeds,
+            x,
+            &inputs,
+            batch,
+        );
+        let recon = self.recon_loss(&embeds, &inputs, batch, &device);
+        let (prophet, hierarchical_ar) = self.extension_losses(&embeds, &all, &device);
+        let total = ce.clone()
+            + next_latent.clone()
+            + recon.clone().mul_scalar(self.spec.recon_loss_weight)
+            + prophet.clone().mul_scalar(self.spec.prophet_loss_weight)
+            + hierarchical_ar
+                .clone()
+                .mul_scalar(self.spec.hierarchical_ar_loss_weight);
+        Ok(Losses {
+            total,
+            ce,
+            next_latent,
+            recon,
+            prophet,
+            hierarchical_ar,
+            next_latent_per_hierarchy,
+            logits,
+        })
+    }
+
+    /// `ids [batch, n + 1]` checked and split on the host into inputs and labels.
+    fn training_ids(&self, ids: Tensor<B, 2, Int>) -> Result<TrainingIds, InputError> {
         let [batch, total] = ids.dims();
         if total < 2 {
             return Err(InputError::TooShort { min: 2 });
@@ -310,67 +361,67 @@ impl<B: Backend> HierarchicalTransformer<B> {
                 });
             }
         }
-
-        let input_ids =
-            Tensor::<B, 2, Int>::from_data(TensorData::new(inputs.clone(), [batch, n]), &device);
-        let x = self.token_emb.forward(input_ids);
-        let embeds = self.trunk(self.embed(x.clone()), options);
-        let logits = self.logits(&embeds);
-        let vocab = self.spec.num_tokens;
-        let ce = cross_entropy(
-            logits.clone().reshape([batch * n, vocab]),
-            &labels,
-            self.spec.ignore_index,
-        );
-
-        let (next_latent, next_latent_per_hierarchy) = next_latent_losses(
-            &self.spec,
-            &self.chunk_summarizers,
-            &self.latent_dynamics,
-            &embeds,
-            x,
-            &inputs,
+        Ok(TrainingIds {
+            all,
+            inputs,
+            labels,
             batch,
-        );
-        let mut recon = Tensor::<B, 1>::zeros([1], &device);
-        for (compress, e) in self.compressors.iter().zip(&embeds) {
+            n,
+        })
+    }
+
+    /// The compressors' reconstruction losses, summed (0 when reconstruction is off).
+    fn recon_loss(
+        &self,
+        embeds: &[Tensor<B, 3>],
+        inputs: &[i64],
+        batch: usize,
+        device: &B::Device,
+    ) -> Tensor<B, 1> {
+        let mut recon = Tensor::<B, 1>::zeros([1], device);
+        for (compress, e) in self.compressors.iter().zip(embeds) {
             if let Some(loss) =
-                compress.recon_loss(e.clone(), &inputs, batch, self.spec.ignore_index)
+                compress.recon_loss(e.clone(), inputs, batch, self.spec.ignore_index)
             {
                 recon = recon + loss;
             }
         }
-        let mut prophet = Tensor::<B, 1>::zeros([1], &device);
-        let mut hierarchical_ar = Tensor::<B, 1>::zeros([1], &device);
-        for (i, (h, e)) in self.spec.hierarchies.iter().zip(&embeds).enumerate() {
+        recon
+    }
+
+    /// hier's extension objectives, each summed over the hierarchies (0 when off): the
+    /// ProphetNet-style future-token loss and the hierarchical autoregressive loss.
+    fn extension_losses(
+        &self,
+        embeds: &[Tensor<B, 3>],
+        all: &[i64],
+        device: &B::Device,
+    ) -> (Tensor<B, 1>, Tensor<B, 1>) {
+        let mut prophet = Tensor::<B, 1>::zeros([1], device);
+        let mut hierarchical_ar = Tensor::<B, 1>::zeros([1], device);
+        for (i, (h, e)) in self.spec.hierarchies.iter().zip(embeds).enumerate() {
             if let Some(Some(head)) = self.prophet_heads.get(i) {
                 let logits = head.forward(e.clone());
-                prophet = prophet
-                    + prophet_loss(logits, &all, h.factor, h.stride, self.spec.ignore_index);
+                prophet =
+                    prophet + prophet_loss(logits, all, h.factor, h.stride, self.spec.ignore_index);
             }
             if let Some(Some(map)) = self.to_hierarchical_preds.get(i) {
                 hierarchical_ar =
                     hierarchical_ar + hierarchical_ar_loss(map.forward(e.clone()), e.clone());
             }
         }
-        let total = ce.clone()
-            + next_latent.clone()
-            + recon.clone().mul_scalar(self.spec.recon_loss_weight)
-            + prophet.clone().mul_scalar(self.spec.prophet_loss_weight)
-            + hierarchical_ar
-                .clone()
-                .mul_scalar(self.spec.hierarchical_ar_loss_weight);
-        Ok(Losses {
-            total,
-            ce,
-            next_latent,
-            recon,
-            prophet,
-            hierarchical_ar,
-            next_latent_per_hierarchy,
-            logits,
-        })
+        (prophet, hierarchical_ar)
     }
+}
+
+/// Training ids on the host, row-major: all `[batch, n + 1]` of them, the inputs `ids[:, :-1]`
+/// and the labels `ids[:, 1:]`.
+struct TrainingIds {
+    all: Vec<i64>,
+    inputs: Vec<i64>,
+    labels: Vec<i64>,
+    batch: usize,
+    n: usize,
 }
 
 /// One optional module per hierarchy with `c > 1`, or none at all when the objective is off.
