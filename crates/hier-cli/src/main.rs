@@ -16,7 +16,10 @@
 mod alloc;
 mod backend;
 mod commands;
+mod configs;
+mod enwik8;
 mod network;
+mod plot;
 mod resources;
 
 use anyhow::Result;
@@ -101,7 +104,44 @@ fn main() {
         Command::Orchestrator(args) => commands::orchestrator::run(args),
     };
     if let Err(e) = result {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", message(&e));
         std::process::exit(1);
+    }
+}
+
+/// The error and its causes, `: `-separated as anyhow's `{:#}` writes them, but a cause whose
+/// text is already there (an error that prints its source and also returns it from `source()`,
+/// as the `Io { path, source }` errors do) is not repeated.
+fn message(error: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use anyhow::Context;
+
+    /// An I/O error that prints its source and returns it as `source()` is told once.
+    #[test]
+    fn a_cause_is_printed_once() {
+        let os = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let load = hier_model::LoadError::Io {
+            path: "m/config.json".into(),
+            source: os,
+        };
+        let e = Err::<(), _>(load).context("loading m").unwrap_err();
+        let text = super::message(&e);
+        assert_eq!(text, "loading m: m/config.json: entity not found");
+        assert_eq!(text.matches("not found").count(), 1, "{text}");
     }
 }

@@ -5,18 +5,18 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use hier_model::memory::{self, Pass, Workload};
-use hier_model::{model_dir, HierarchicalTransformerConfig};
+use hier_model::{model_dir, HierarchicalTransformer, HierarchicalTransformerConfig};
 
-/// Accelerator builds keep parameters and activations in device memory; the host only holds
-/// one copy of the weights at a time while loading or saving them.
-const ACCELERATOR: bool = cfg!(any(feature = "cuda", feature = "wgpu"));
+use crate::backend::{Backend, Device, ON_CPU};
 
 /// Refuse `work` on `config` when it cannot fit in the memory available now, before anything
 /// is allocated. `HIER_MEMORY_CHECK=off` skips the check (the estimate is an upper bound).
 pub fn check_memory(config: &HierarchicalTransformerConfig, work: Workload) -> Result<()> {
     let spec = config.validate().context("model config")?;
     let mut estimate = memory::estimate(&spec, &work);
-    if ACCELERATOR {
+    if !ON_CPU {
+        // accelerator builds keep parameters and activations in device memory; the host only
+        // holds one copy of the weights at a time while loading or saving them
         estimate.activation_bytes = 0.0;
         estimate.replicas = 1;
     }
@@ -38,13 +38,22 @@ pub fn check_memory(config: &HierarchicalTransformerConfig, work: Workload) -> R
 }
 
 /// A model directory's config, read (and validated) before its weights, so that the memory
-/// check runs before anything large is read or allocated.
+/// check runs before anything large is read or allocated. A `--model` that is no directory is
+/// named with the fix.
 pub fn model_config(dir: &Path) -> Result<HierarchicalTransformerConfig> {
+    let fix = "give the directory of a model written by `hier init` or `hier train` (it holds config.json and model.safetensors)";
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => bail!("--model {}: not a directory; {fix}", dir.display()),
+        Err(e) => bail!("--model {}: {e}; {fix}", dir.display()),
+    }
     model_dir::load_config(dir).with_context(|| format!("loading {}", dir.display()))
 }
 
-/// Whether this build runs replicas as CPU threads.
-const ON_CPU: bool = !ACCELERATOR;
+/// The model in `dir` (after [`model_config`] and the memory check).
+pub fn load_model(dir: &Path, device: &Device) -> Result<HierarchicalTransformer<Backend>> {
+    model_dir::load(dir, device).with_context(|| format!("loading {}", dir.display()))
+}
 
 /// Refuse `--devices 0`, and on the CPU more replicas than cores: each replica is a thread
 /// holding the whole model, so more of them only add memory and contention.
@@ -52,7 +61,7 @@ pub fn check_devices(devices: Option<usize>) -> Result<()> {
     match devices {
         Some(0) => bail!("--devices must be at least 1"),
         Some(n) if ON_CPU => {
-            let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+            let cores = hier_train::parallel::cpu_cores();
             if n > cores {
                 bail!(
                     "--devices {n}: the CPU backend runs one replica per thread, each holding the \
@@ -71,8 +80,7 @@ pub fn replica_rows(devices: Option<usize>, batch: usize) -> (usize, usize) {
     match devices {
         Some(n) => (n.max(1), batch),
         None if ON_CPU => {
-            let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
-            let copies = cores.min(batch).max(1);
+            let copies = hier_train::cpu_replicas(batch);
             (copies, batch.div_ceil(copies))
         }
         None => (1, batch),

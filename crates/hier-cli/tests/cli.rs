@@ -5,9 +5,8 @@ use std::process::Command;
 
 use safetensors::SafeTensors;
 
-fn hier() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_hier"))
-}
+mod common;
+use common::{hier, run_err, run_ok};
 
 fn fixture(case: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -31,25 +30,6 @@ fn i64s(bytes: &[u8], key: &str) -> Vec<i64> {
         .chunks_exact(8)
         .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
         .collect()
-}
-
-fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // generated text is raw bytes, not necessarily UTF-8
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn run_err(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(!out.status.success(), "unexpectedly succeeded");
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(!stderr.contains("panicked"), "panicked: {stderr}");
-    stderr
 }
 
 /// Write the fixture's ids as IDS.json (all columns, or all but the last).
@@ -194,50 +174,27 @@ fn bad_input_is_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
     let ids = tmp.path().join("ids.json");
     let out = tmp.path().join("out.safetensors");
+    let forward = |model: &Path| {
+        let mut cmd = hier();
+        cmd.args(["forward", "--model"]).arg(model);
+        cmd.arg("--ids").arg(&ids).arg("--out").arg(&out);
+        cmd
+    };
     std::fs::write(&ids, "[[1, 2, 3], [4, 5]]").unwrap();
-    let e = run_err(
-        hier()
-            .args(["forward", "--model"])
-            .arg(fixture("flat"))
-            .arg("--ids")
-            .arg(&ids)
-            .arg("--out")
-            .arg(&out),
-    );
+    let e = run_err(&mut forward(&fixture("flat")));
     assert!(e.contains("same length"), "{e}");
     std::fs::write(&ids, "[[1, 2, 300]]").unwrap();
-    let e = run_err(
-        hier()
-            .args(["forward", "--model"])
-            .arg(fixture("flat"))
-            .arg("--ids")
-            .arg(&ids)
-            .arg("--out")
-            .arg(&out),
-    );
+    let e = run_err(&mut forward(&fixture("flat")));
     assert!(e.contains("outside the vocabulary"), "{e}");
-    let e = run_err(
-        hier()
-            .args(["forward", "--model"])
-            .arg(tmp.path().join("nope"))
-            .arg("--ids")
-            .arg(&ids)
-            .arg("--out")
-            .arg(&out),
-    );
+    let e = run_err(&mut forward(&tmp.path().join("nope")));
     assert!(e.contains("config.json"), "{e}");
-    let e = run_err(
-        hier()
-            .args(["generate", "--model"])
-            .arg(fixture("flat"))
-            .args(["--prompt-ids", "1,x"]),
-    );
-    assert!(e.contains("not an integer"), "{e}");
     let generate = || {
         let mut cmd = hier();
         cmd.args(["generate", "--model"]).arg(fixture("flat"));
         cmd
     };
+    let e = run_err(generate().args(["--prompt-ids", "1,x"]));
+    assert!(e.contains("not an integer"), "{e}");
     let e = run_err(generate().args(["--prompt", ""]));
     assert!(e.contains("the prompt is empty"), "{e}");
     use std::os::unix::ffi::OsStrExt;
@@ -247,12 +204,7 @@ fn bad_input_is_a_clear_error() {
             .arg(std::ffi::OsStr::from_bytes(b"\xff\xfe")),
     );
     assert!(e.contains("invalid UTF-8"), "{e}");
-    let e = run_err(
-        hier()
-            .args(["generate", "--model"])
-            .arg(fixture("flat"))
-            .args(["--prompt-ids", "1", "--filter-thres", "1.5"]),
-    );
+    let e = run_err(generate().args(["--prompt-ids", "1", "--filter-thres", "1.5"]));
     assert!(e.contains("filter_thres"), "{e}");
     let e = run_err(hier().arg("--version").env("HIER_ALLOC_CACHE_MIB", "2GB"));
     assert!(
@@ -260,6 +212,56 @@ fn bad_input_is_a_clear_error() {
         "{e}"
     );
     run_ok(hier().arg("--version").env("HIER_ALLOC_CACHE_MIB", "0"));
+}
+
+/// A missing model directory is named once, with the fix (the OS error was printed twice); a
+/// missing prompt names both ways to give one; the usage marks as required only --model.
+#[test]
+fn missing_models_and_prompts_are_clear() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("no-model");
+    let ids = tmp.path().join("ids.json");
+    std::fs::write(&ids, "[[1, 2]]").unwrap();
+    let commands: [&[&str]; 3] = [
+        &["generate", "--prompt", "x"],
+        &["eval"],
+        &[
+            "forward",
+            "--ids",
+            ids.to_str().unwrap(),
+            "--out",
+            "unused.safetensors",
+        ],
+    ];
+    for args in commands {
+        let e = run_err(
+            hier()
+                .current_dir(tmp.path())
+                .args(args)
+                .arg("--model")
+                .arg(&missing),
+        );
+        assert!(e.contains(&format!("--model {}", missing.display())), "{e}");
+        assert!(e.contains("hier init") && e.contains("config.json"), "{e}");
+        assert_eq!(e.matches("os error 2").count(), 1, "{e}");
+    }
+    // a directory without config.json: the OS error once too
+    let e = run_err(hier().args(["eval", "--model"]).arg(tmp.path()));
+    assert!(e.contains("config.json"), "{e}");
+    assert_eq!(e.matches("os error 2").count(), 1, "{e}");
+
+    let e = run_err(hier().args(["generate", "--model"]).arg(fixture("flat")));
+    assert!(
+        e.contains("give --prompt TEXT or --prompt-ids 3,17,42"),
+        "{e}"
+    );
+    let help = run_ok(hier().args(["generate", "--help"]));
+    let usage = help.lines().find(|l| l.starts_with("Usage:")).unwrap();
+    assert_eq!(
+        usage, "Usage: hier generate [OPTIONS] --model <MODEL>",
+        "{help}"
+    );
+    assert!(help.contains("[default: 256]"), "{help}");
 }
 
 #[test]

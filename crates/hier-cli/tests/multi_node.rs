@@ -1,22 +1,12 @@
 //! Multi-node data parallelism on localhost: an orchestrator and two `hier train --nodes 2`
 //! processes train like one process with `--devices 2`.
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn hier() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_hier"))
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+mod common;
+use common::{free_port, hier};
 
 /// Kills the process when the test ends, however it ends.
 struct Guard(Child);

@@ -7,29 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn hier() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hier"));
-    cmd.env_remove("HIER_MEMORY_CHECK");
-    cmd
-}
-
-fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn run_err(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!out.status.success(), "unexpectedly succeeded: {stderr}");
-    assert!(!stderr.contains("panicked"), "panicked: {stderr}");
-    stderr
-}
+mod common;
+use common::{free_port, hier, run_err, run_ok};
 
 const TINY: &str = r#"{"num_tokens": 256, "dim": 16, "depth": 1, "seq_len": 32, "heads": 2, "dim_head": 8, "hierarchies": [1, 2], "window_sizes": [8, null]}"#;
 
@@ -413,14 +392,6 @@ fn train_flags_are_honoured_or_refused() {
     let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
     let validations = metrics.lines().filter(|l| l.contains("valid")).count();
     assert!(validations >= 3, "{metrics}");
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

@@ -5,9 +5,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn hier() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_hier"))
-}
+mod common;
+use common::hier;
 
 const STEPS: &str = "40";
 

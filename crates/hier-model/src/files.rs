@@ -57,10 +57,22 @@ pub enum OutDirError {
     },
 }
 
-fn out_io(path: &Path) -> impl FnOnce(io::Error) -> OutDirError + '_ {
-    move |source| OutDirError::Io {
-        path: path.display().to_string(),
-        source,
+/// An error type with a variant for an I/O error met on a path (`Io { path, source }` in
+/// hier's error types), so that one function, [`PathIoError::at`], attaches the path:
+/// `fs::read(path).map_err(DataError::at(path))`.
+pub trait PathIoError: Sized {
+    /// The error for `source`, met on `path`.
+    fn from_io(path: String, source: io::Error) -> Self;
+
+    /// Maps an I/O error on `path` to this error type.
+    fn at(path: &Path) -> impl Fn(io::Error) -> Self + Copy + '_ {
+        move |source| Self::from_io(path.display().to_string(), source)
+    }
+}
+
+impl PathIoError for OutDirError {
+    fn from_io(path: String, source: io::Error) -> Self {
+        OutDirError::Io { path, source }
     }
 }
 
@@ -259,8 +271,8 @@ pub struct DirLock {
 
 /// Lock the existing directory `dir`, or fail at once if another process holds it.
 pub fn lock_dir(dir: &Path) -> Result<DirLock, OutDirError> {
-    let handle = File::open(dir).map_err(out_io(dir))?;
-    if !handle.metadata().map_err(out_io(dir))?.is_dir() {
+    let handle = File::open(dir).map_err(OutDirError::at(dir))?;
+    if !handle.metadata().map_err(OutDirError::at(dir))?.is_dir() {
         return Err(OutDirError::NotADirectory {
             path: dir.display().to_string(),
         });
@@ -270,7 +282,7 @@ pub fn lock_dir(dir: &Path) -> Result<DirLock, OutDirError> {
         Err(fs::TryLockError::WouldBlock) => Err(OutDirError::Locked {
             path: dir.display().to_string(),
         }),
-        Err(fs::TryLockError::Error(e)) => Err(out_io(dir)(e)),
+        Err(fs::TryLockError::Error(e)) => Err(OutDirError::at(dir)(e)),
     }
 }
 
@@ -285,14 +297,14 @@ pub fn claim_out_dir(dir: &Path, own_files: &[&str]) -> Result<DirLock, OutDirEr
             });
         }
     }
-    fs::create_dir_all(dir).map_err(out_io(dir))?;
+    fs::create_dir_all(dir).map_err(OutDirError::at(dir))?;
     let lock = lock_dir(dir)?;
-    remove_leftovers(dir, own_files, false).map_err(out_io(dir))?;
+    remove_leftovers(dir, own_files, false).map_err(OutDirError::at(dir))?;
     let mut names: Vec<String> = fs::read_dir(dir)
-        .map_err(out_io(dir))?
+        .map_err(OutDirError::at(dir))?
         .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
         .collect::<io::Result<_>>()
-        .map_err(out_io(dir))?;
+        .map_err(OutDirError::at(dir))?;
     if names.is_empty() {
         return Ok(lock);
     }

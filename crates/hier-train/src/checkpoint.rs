@@ -23,12 +23,12 @@ use burn::module::AutodiffModule;
 use burn::optim::Optimizer;
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::AutodiffBackend;
-use hier_model::files;
+use hier_model::files::{self, PathIoError};
 use hier_model::HierarchicalTransformerConfig;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use thiserror::Error;
 
+use crate::digest::sha256_hex;
 use crate::options::TrainConfig;
 
 pub const CHECKPOINT_DIR: &str = "checkpoint";
@@ -64,28 +64,20 @@ pub enum CheckpointError {
     ConfigMismatch { path: String, keys: String },
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
-    move |source| CheckpointError::Io {
-        path: path.display().to_string(),
-        source,
+impl PathIoError for CheckpointError {
+    fn from_io(path: String, source: std::io::Error) -> Self {
+        CheckpointError::Io { path, source }
     }
 }
 
-fn sha256(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 fn read(path: &Path) -> Result<Vec<u8>, CheckpointError> {
-    files::read_file(path, None).map_err(io(path))
+    files::read_file(path, None).map_err(CheckpointError::at(path))
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
-    let mut f = fs::File::create(path).map_err(io(path))?;
-    f.write_all(bytes).map_err(io(path))?;
-    f.sync_all().map_err(io(path))
+    let mut f = fs::File::create(path).map_err(CheckpointError::at(path))?;
+    f.write_all(bytes).map_err(CheckpointError::at(path))?;
+    f.sync_all().map_err(CheckpointError::at(path))
 }
 
 fn recorder() -> NamedMpkBytesRecorder<FullPrecisionSettings> {
@@ -95,12 +87,8 @@ fn recorder() -> NamedMpkBytesRecorder<FullPrecisionSettings> {
 /// Write the run's training config (once, at the start of a run).
 pub fn write_train_config(run_dir: &Path, config: &TrainConfig) -> Result<(), CheckpointError> {
     let text = serde_json::to_string_pretty(config).expect("config serialises");
-    hier_model::model_dir::write_atomic(&run_dir.join(TRAIN_CONFIG_FILE), text.as_bytes()).map_err(
-        |e| CheckpointError::Io {
-            path: run_dir.display().to_string(),
-            source: std::io::Error::other(e.to_string()),
-        },
-    )
+    let path = run_dir.join(TRAIN_CONFIG_FILE);
+    files::write_atomic(&path, text.as_bytes()).map_err(CheckpointError::at(&path))
 }
 
 /// Read the run's training config.
@@ -110,7 +98,7 @@ pub fn read_train_config(run_dir: &Path) -> Result<TrainConfig, CheckpointError>
         std::io::ErrorKind::NotFound => CheckpointError::NotFound {
             path: run_dir.display().to_string(),
         },
-        _ => io(&path)(e),
+        _ => CheckpointError::at(&path)(e),
     })?;
     serde_json::from_str(&text).map_err(|e| CheckpointError::Corrupt {
         path: path.display().to_string(),
@@ -141,8 +129,8 @@ where
         .map_err(|e| corrupt(e.to_string()))?;
     let state = State {
         step,
-        model_sha256: sha256(&model_bytes),
-        optimizer_sha256: sha256(&optim_bytes),
+        model_sha256: sha256_hex(&model_bytes),
+        optimizer_sha256: sha256_hex(&optim_bytes),
         model: Some(config.clone()),
     };
     let state = serde_json::to_string_pretty(&state).expect("state serialises");
@@ -161,15 +149,15 @@ where
     let current = run_dir.join(CHECKPOINT_DIR);
     let old = run_dir.join(OLD_DIR);
     if old.exists() {
-        fs::remove_dir_all(&old).map_err(io(&old))?;
+        fs::remove_dir_all(&old).map_err(CheckpointError::at(&old))?;
     }
     if current.exists() {
-        fs::rename(&current, &old).map_err(io(&current))?;
+        fs::rename(&current, &old).map_err(CheckpointError::at(&current))?;
     }
-    fs::rename(&tmp, &current).map_err(io(&tmp))?;
+    fs::rename(&tmp, &current).map_err(CheckpointError::at(&tmp))?;
     sync_dir(run_dir);
     if old.exists() {
-        fs::remove_dir_all(&old).map_err(io(&old))?;
+        fs::remove_dir_all(&old).map_err(CheckpointError::at(&old))?;
     }
     Ok(())
 }
@@ -177,9 +165,9 @@ where
 /// Write `files` into the fresh directory `tmp`, every file and the directory flushed to disk.
 fn write_tmp_dir(tmp: &Path, files: &[(&str, &[u8])]) -> Result<(), CheckpointError> {
     if tmp.exists() {
-        fs::remove_dir_all(tmp).map_err(io(tmp))?;
+        fs::remove_dir_all(tmp).map_err(CheckpointError::at(tmp))?;
     }
-    fs::create_dir_all(tmp).map_err(io(tmp))?;
+    fs::create_dir_all(tmp).map_err(CheckpointError::at(tmp))?;
     for (name, bytes) in files {
         write_synced(&tmp.join(name), bytes)?;
     }
@@ -193,11 +181,11 @@ fn write_tmp_dir(tmp: &Path, files: &[(&str, &[u8])]) -> Result<(), CheckpointEr
 pub fn remove_leftovers(run_dir: &Path) -> Result<(), CheckpointError> {
     let tmp = run_dir.join(TMP_DIR);
     if tmp.is_dir() {
-        fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+        fs::remove_dir_all(&tmp).map_err(CheckpointError::at(&tmp))?;
     }
     let old = run_dir.join(OLD_DIR);
     if old.is_dir() && run_dir.join(CHECKPOINT_DIR).join("state.json").is_file() {
-        fs::remove_dir_all(&old).map_err(io(&old))?;
+        fs::remove_dir_all(&old).map_err(CheckpointError::at(&old))?;
     }
     Ok(())
 }
@@ -280,13 +268,13 @@ where
         what,
     };
     let state_path = dir.join("state.json");
-    let text = files::read_text(&state_path).map_err(io(&state_path))?;
+    let text = files::read_text(&state_path).map_err(CheckpointError::at(&state_path))?;
     let state: State =
         serde_json::from_str(&text).map_err(|e| corrupt(format!("state.json: {e}")))?;
     check_model_config(run_dir, &state, config)?;
     let read = |name: &str, sha: &str| -> Result<Vec<u8>, CheckpointError> {
         let bytes = read(&dir.join(name))?;
-        if sha256(&bytes) != sha {
+        if sha256_hex(&bytes) != sha {
             return Err(corrupt(format!("{name} does not match its checksum")));
         }
         Ok(bytes)

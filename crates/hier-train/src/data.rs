@@ -10,7 +10,7 @@ use std::io::Read;
 use std::ops::Range;
 use std::path::Path;
 
-use hier_model::files;
+use hier_model::files::{self, PathIoError};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use thiserror::Error;
 
@@ -69,10 +69,9 @@ pub struct Corpus {
     test: Option<Range<usize>>,
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DataError + '_ {
-    move |source| DataError::Io {
-        path: path.display().to_string(),
-        source,
+impl PathIoError for DataError {
+    fn from_io(path: String, source: std::io::Error) -> Self {
+        DataError::Io { path, source }
     }
 }
 
@@ -80,7 +79,7 @@ fn gunzip(bytes: &[u8], path: &Path) -> Result<Vec<u8>, DataError> {
     let mut out = Vec::new();
     flate2::read::GzDecoder::new(bytes)
         .read_to_end(&mut out)
-        .map_err(io(path))?;
+        .map_err(DataError::at(path))?;
     Ok(out)
 }
 
@@ -197,7 +196,7 @@ pub const ENWIK8_LEN: usize = 100_000_000;
 
 /// Read the regular file `path` whole (a FIFO or a device is refused, not waited on).
 fn read(path: &Path) -> Result<Vec<u8>, DataError> {
-    files::read_file(path, None).map_err(io(path))
+    files::read_file(path, None).map_err(DataError::at(path))
 }
 
 /// The random crops of one micro-batch: `batch` windows of `len` bytes, as token ids.
@@ -226,7 +225,6 @@ pub fn random_crops(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sha2::{Digest, Sha256};
     use std::io::Write;
 
     #[test]
@@ -234,16 +232,25 @@ mod tests {
         let corpus = Corpus::shakespeare();
         let all = corpus.all();
         assert_eq!(all.len(), 5_057_198);
-        let digest = Sha256::digest(all);
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(
-            hex,
+            crate::digest::sha256_hex(all),
             "da68ca4e8201d41a12c1d5e82d967bda85105f1dabe823d5735138bccabdd387"
         );
         assert_eq!(
             corpus.split(Split::Train).unwrap().len() + corpus.split(Split::Valid).unwrap().len(),
             all.len()
         );
+    }
+
+    #[test]
+    fn standard_split_of_a_full_size_enwik8() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = std::fs::File::create(dir.path().join("enwik8")).unwrap();
+        file.set_len(ENWIK8_LEN as u64).unwrap(); // sparse: no real disk use
+        let corpus = Corpus::enwik8(dir.path()).unwrap();
+        assert_eq!(corpus.split(Split::Train).unwrap().len(), 90_000_000);
+        assert_eq!(corpus.split(Split::Valid).unwrap().len(), 5_000_000);
+        assert_eq!(corpus.split(Split::Test).unwrap().len(), 5_000_000);
     }
 
     #[test]

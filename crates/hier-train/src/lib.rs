@@ -86,7 +86,7 @@ pub mod checkpoint;
 pub mod clip;
 pub mod compare;
 pub mod data;
-pub mod enwik8;
+pub mod digest;
 pub mod eval;
 pub mod eval_threads;
 pub mod metrics;

@@ -1,10 +1,11 @@
-//! Progress for long runs: a progress bar on a terminal, plain log lines otherwise (CI, files).
+//! Progress for long runs: a progress bar on a terminal (with the `progress` feature), plain
+//! log lines otherwise (CI, files, or a library built without the feature).
 
-use std::io::IsTerminal;
-
+#[cfg(feature = "progress")]
 use indicatif::{ProgressBar, ProgressStyle};
 
 pub enum Progress {
+    #[cfg(feature = "progress")]
     Bar(ProgressBar),
     Lines {
         every: u64,
@@ -15,9 +16,11 @@ pub enum Progress {
 }
 
 impl Progress {
-    /// A bar when stderr is a terminal, else a line every `every` steps.
+    /// A bar when stderr is a terminal (and the `progress` feature is on), else a line every
+    /// `every` steps.
     pub fn new(start: u64, total: u64, every: u64) -> Self {
-        if std::io::stderr().is_terminal() {
+        #[cfg(feature = "progress")]
+        if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
             let bar = ProgressBar::new(total);
             bar.set_style(
                 ProgressStyle::with_template(
@@ -27,18 +30,19 @@ impl Progress {
                 .progress_chars("=> "),
             );
             bar.set_position(start);
-            Progress::Bar(bar)
-        } else {
-            Progress::Lines {
-                every: every.max(1),
-                total,
-            }
+            return Progress::Bar(bar);
+        }
+        let _ = start; // lines report only the steps done from here on
+        Progress::Lines {
+            every: every.max(1),
+            total,
         }
     }
 
     /// Report finished step `step` (1-based) with a short status.
     pub fn step(&self, step: u64, status: &str) {
         match self {
+            #[cfg(feature = "progress")]
             Progress::Bar(bar) => {
                 bar.set_position(step);
                 bar.set_message(status.to_string());
@@ -55,6 +59,7 @@ impl Progress {
     /// A line that stays (validation results, samples).
     pub fn println(&self, line: &str) {
         match self {
+            #[cfg(feature = "progress")]
             Progress::Bar(bar) => bar.println(line),
             Progress::Lines { .. } => eprintln!("{line}"),
             Progress::Silent => {}
@@ -62,6 +67,7 @@ impl Progress {
     }
 
     pub fn finish(&self) {
+        #[cfg(feature = "progress")]
         if let Progress::Bar(bar) = self {
             bar.finish();
         }

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use hier_model::files::{self, DirLock, OutDirError};
+use hier_model::files::{self, DirLock, OutDirError, PathIoError};
 use hier_model::model_dir;
 
 use crate::checkpoint::{self, CheckpointError, TRAIN_CONFIG_FILE};
@@ -33,12 +33,8 @@ pub fn claim(run_dir: &Path, start: &Start) -> Result<DirLock, TrainError> {
                 .into());
             }
             let lock = files::lock_dir(run_dir)?;
-            files::remove_leftovers(run_dir, &OWN_FILES, false).map_err(|source| {
-                OutDirError::Io {
-                    path: run_dir.display().to_string(),
-                    source,
-                }
-            })?;
+            files::remove_leftovers(run_dir, &OWN_FILES, false)
+                .map_err(OutDirError::at(run_dir))?;
             checkpoint::remove_leftovers(run_dir)?;
             Ok(lock)
         }

@@ -15,7 +15,7 @@ use burn::optim::{Adam, AdamConfig, GradientsAccumulator, GradientsParams, Optim
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use hier_model::cache::generate_cached;
-use hier_model::files::DirLock;
+use hier_model::files::{DirLock, PathIoError};
 use hier_model::generate::Sampler;
 use hier_model::{model_dir, ForwardOptions, HierarchicalTransformer, Losses};
 use thiserror::Error;
@@ -292,7 +292,7 @@ fn set_up<B: AutodiffBackend>(
         checkpoint::write_train_config(run_dir, config)?;
     }
     let metrics = match writer {
-        true => Some(MetricsLog::open(run_dir, Some(first_step)).map_err(io_error(run_dir))?),
+        true => Some(MetricsLog::open(run_dir, Some(first_step)).map_err(TrainError::at(run_dir))?),
         false => None,
     };
     Ok(SetUp {
@@ -304,10 +304,9 @@ fn set_up<B: AutodiffBackend>(
     })
 }
 
-fn io_error(run_dir: &Path) -> impl Fn(std::io::Error) -> TrainError + '_ {
-    move |source| TrainError::Io {
-        path: run_dir.display().to_string(),
-        source,
+impl PathIoError for TrainError {
+    fn from_io(path: String, source: std::io::Error) -> Self {
+        TrainError::Io { path, source }
     }
 }
 
@@ -604,7 +603,7 @@ impl<B: AutodiffBackend> Job<'_, B> {
         record: StepMetrics,
         valid: Option<(f64, f64)>,
     ) -> Result<(), TrainError> {
-        let io = io_error(self.run_dir);
+        let io = TrainError::at(self.run_dir);
         let step = record.step;
         metrics.write(&Record::Train(record.clone())).map_err(&io)?;
         self.progress.step(

@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use burn::backend::Autodiff;
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::tensor::{Int, Tensor, TensorData};
@@ -10,7 +10,6 @@ use hier_model::cache::generate_cached;
 use hier_model::generate::{generate_recompute, Sampler};
 use hier_model::{HierarchicalTransformer, HierarchicalTransformerConfig};
 use hier_train::parallel::{on_replicas, on_threads, Peer};
-use hier_train::presets::{preset, NAMES};
 use hier_train::BatchSplit;
 
 use crate::backend::{device, replicas, Backend};
@@ -189,22 +188,8 @@ fn check_resources(config: &HierarchicalTransformerConfig, args: &Args) -> Resul
 
 pub fn run(args: Args) -> Result<()> {
     let config = match (&args.config, &args.preset) {
-        (Some(path), _) => {
-            let text = hier_model::files::read_text(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            HierarchicalTransformerConfig::from_json(&text)
-                .with_context(|| format!("in {}", path.display()))?
-        }
-        (None, Some(name)) => {
-            preset(name)
-                .with_context(|| {
-                    format!(
-                        "unknown preset `{name}`; choose one of {}",
-                        NAMES.join(", ")
-                    )
-                })?
-                .model
-        }
+        (Some(path), _) => crate::configs::model_config(path)?,
+        (None, Some(name)) => crate::configs::preset(name)?.model,
         (None, None) => bail!("give --config CONFIG.json or --preset NAME"),
     };
     if args.batch == 0 || args.steps == 0 || args.devices == Some(0) {

@@ -1,15 +1,15 @@
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
 use anyhow::{bail, Context, Result};
 use burn::backend::Autodiff;
 use burn::module::Module;
-use hier_model::{HierarchicalTransformer, HierarchicalTransformerConfig};
-use hier_train::compare::{svg, table, RunSummary};
-use hier_train::presets::preset;
-use hier_train::{Control, Corpus, Replicas, Start, TrainConfig};
+use hier_model::HierarchicalTransformer;
+use hier_train::compare::{table, RunSummary};
+use hier_train::{Control, Corpus, Replicas, Start};
 
 use crate::backend::{device, replicas, Backend};
+use crate::plot::svg;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -38,23 +38,6 @@ pub struct Args {
     devices: Option<usize>,
 }
 
-fn read_config(path: &Path) -> Result<TrainConfig> {
-    let text = hier_model::files::read_text(path)
-        .with_context(|| format!("reading {}", path.display()))?;
-    let value: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
-    if value.get("model").is_some() {
-        return serde_json::from_value(value)
-            .with_context(|| format!("{}: invalid training config", path.display()));
-    }
-    let model = HierarchicalTransformerConfig::from_json(&text)
-        .with_context(|| format!("in {}", path.display()))?;
-    Ok(TrainConfig {
-        model,
-        ..preset("shakespeare").expect("built-in preset")
-    })
-}
-
 pub fn run(args: Args) -> Result<()> {
     // a new or empty directory only (earlier runs and tables are never overwritten), locked
     let _lock = hier_model::files::claim_out_dir(&args.out, &[])?;
@@ -70,7 +53,7 @@ pub fn run(args: Args) -> Result<()> {
             bail!("two configs are named `{name}`; give them distinct file names");
         }
         names.push(name.clone());
-        let mut config = read_config(path)?;
+        let mut config = crate::configs::train_config(path, true)?;
         config.train.max_steps = args.steps;
         config.train.warmup_steps = config.train.warmup_steps.min(args.steps);
         config.train.validate_every = args.validate_every.unwrap_or((args.steps / 10).max(1));

@@ -1,8 +1,8 @@
 use std::path::PathBuf;
 
+use crate::enwik8::{prepare, ENWIK8, URL};
 use anyhow::Result;
 use clap::Subcommand;
-use hier_train::enwik8::{prepare, ENWIK8, URL};
 
 #[derive(clap::Args)]
 pub struct Args {

@@ -2,11 +2,10 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::ValueEnum;
-use hier_model::model_dir;
 use hier_train::eval_threads::evaluate_on_threads;
 use hier_train::{Corpus, Split};
 
-use crate::backend::{device, Backend, ON_CPU};
+use crate::backend::{device, ON_CPU};
 
 #[derive(Clone, Copy, ValueEnum)]
 enum SplitArg {
@@ -61,8 +60,7 @@ pub fn run(args: Args) -> Result<()> {
     };
     crate::resources::check_memory(&config, work)?;
     let device = device();
-    let model = model_dir::load::<Backend>(&args.model, &device)
-        .with_context(|| format!("loading {}", args.model.display()))?;
+    let model = crate::resources::load_model(&args.model, &device)?;
     let windows = data.len().saturating_sub(1).div_ceil(model.spec().seq_len) as u64;
     let progress = hier_train::progress::Progress::new(0, windows, (windows / 10).max(1));
     let result = evaluate_on_threads(

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use burn::tensor::{Int, Tensor, TensorData};
 use hier_model::memory::{self, Pass};
 use hier_model::weights::{to_safetensors, HostTensor};
-use hier_model::{model_dir, HierarchicalTransformerConfig};
+use hier_model::HierarchicalTransformerConfig;
 
 use crate::backend::{device, Backend};
 use crate::resources;
@@ -78,8 +78,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     let rows = rows_per_pass(&config, batch, width)?;
     let device = device();
-    let model = model_dir::load::<Backend>(&args.model, &device)
-        .with_context(|| format!("loading {}", args.model.display()))?;
+    let model = resources::load_model(&args.model, &device)?;
     let vocab = spec.num_tokens;
     let mut out = LogitsWriter::create(&args.out, [batch, width, vocab])?;
     for chunk in ids.chunks(rows * width) {
@@ -146,8 +145,7 @@ fn scalar(t: Tensor<Backend, 1>) -> Result<HostTensor> {
 /// `--with-loss`: logits and the reference's losses of the whole batch in one pass.
 fn with_loss(args: &Args, batch: usize, width: usize, ids: Vec<i64>) -> Result<()> {
     let device = device();
-    let model = model_dir::load::<Backend>(&args.model, &device)
-        .with_context(|| format!("loading {}", args.model.display()))?;
+    let model = resources::load_model(&args.model, &device)?;
     let ids = Tensor::<Backend, 2, Int>::from_data(TensorData::new(ids, [batch, width]), &device);
     let losses = model.forward_loss(ids).context("computing the losses")?;
     let mut out = BTreeMap::new();

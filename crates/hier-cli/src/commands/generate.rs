@@ -6,9 +6,8 @@ use clap::ValueEnum;
 use hier_model::cache::generate_cached_with;
 use hier_model::generate::{generate_recompute_with, Sampler};
 use hier_model::memory::Pass;
-use hier_model::model_dir;
 
-use crate::backend::{device, Backend};
+use crate::backend::device;
 use crate::resources;
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -24,10 +23,10 @@ pub struct Args {
     /// Model directory (config.json + model.safetensors).
     #[arg(long)]
     model: PathBuf,
-    /// Prompt as comma-separated token ids, e.g. 3,17,42.
-    #[arg(long, conflicts_with = "prompt", required_unless_present = "prompt")]
+    /// Prompt as comma-separated token ids, e.g. 3,17,42 (or give --prompt).
+    #[arg(long, conflicts_with = "prompt")]
     prompt_ids: Option<String>,
-    /// Prompt as UTF-8 text, fed as bytes (byte-level models).
+    /// Prompt as UTF-8 text, fed as bytes (byte-level models) (or give --prompt-ids).
     #[arg(long)]
     prompt: Option<String>,
     /// Number of tokens to generate.
@@ -66,7 +65,7 @@ pub fn run(args: Args) -> Result<()> {
     let prompt = match (&args.prompt_ids, &args.prompt) {
         (Some(ids), _) => parse_ids(ids)?,
         (None, Some(text)) => text.bytes().map(i64::from).collect(),
-        (None, None) => bail!("give a prompt with --prompt TEXT or --prompt-ids 3,17,42"),
+        (None, None) => bail!("no prompt: give --prompt TEXT or --prompt-ids 3,17,42"),
     };
     if prompt.is_empty() {
         bail!("the prompt is empty; give at least one token");
@@ -81,8 +80,7 @@ pub fn run(args: Args) -> Result<()> {
     };
     resources::check_memory(&config, work)?;
     let device = device();
-    let model = model_dir::load::<Backend>(&args.model, &device)
-        .with_context(|| format!("loading {}", args.model.display()))?;
+    let model = crate::resources::load_model(&args.model, &device)?;
     let mut sampler = Sampler::new(args.temperature, args.filter_thres, args.seed)?;
     let mut stdout = std::io::stdout().lock();
     let mut count = 0usize;
@@ -92,25 +90,11 @@ pub fn run(args: Args) -> Result<()> {
         count += 1;
         stdout.flush().context("writing to stdout")
     };
-    let (model, prompt) = (&model, &[prompt]);
+    let (model, prompt, new) = (&model, &[prompt], args.max_new_tokens);
     if args.no_cache {
-        generate_recompute_with(
-            model,
-            prompt,
-            args.max_new_tokens,
-            &mut sampler,
-            &device,
-            on_token,
-        )?;
+        generate_recompute_with(model, prompt, new, &mut sampler, &device, on_token)?;
     } else {
-        generate_cached_with(
-            model,
-            prompt,
-            args.max_new_tokens,
-            &mut sampler,
-            &device,
-            on_token,
-        )?;
+        generate_cached_with(model, prompt, new, &mut sampler, &device, on_token)?;
     }
     writeln!(std::io::stdout()).context("writing to stdout")?;
     Ok(())

@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use hier_model::{model_dir, HierarchicalTransformer, HierarchicalTransformerConfig};
+use hier_model::{model_dir, HierarchicalTransformer};
 
 use crate::backend::{device, Backend};
 
@@ -19,10 +19,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let text = hier_model::files::read_text(&args.config)
-        .with_context(|| format!("reading {}", args.config.display()))?;
-    let config = HierarchicalTransformerConfig::from_json(&text)
-        .with_context(|| format!("in {}", args.config.display()))?;
+    let config = crate::configs::model_config(&args.config)?;
     let spec = config
         .validate()
         .with_context(|| format!("in {}", args.config.display()))?;

@@ -5,12 +5,11 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use burn::backend::Autodiff;
 use hier_model::files::read_text;
-use hier_model::HierarchicalTransformerConfig;
 use hier_train::checkpoint;
-use hier_train::presets::{preset, NAMES};
 use hier_train::{Cluster, Control, Corpus, Replicas, Start, TrainConfig};
 
 use crate::backend::{replicas, Backend};
+use crate::configs;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -102,27 +101,12 @@ fn apply_set(config: &TrainConfig, assignment: &str) -> Result<TrainConfig> {
 
 fn build_config(args: &Args) -> Result<TrainConfig> {
     let mut config = match (&args.preset, &args.config) {
-        (_, Some(path)) => {
-            let text = read_text(path).with_context(|| format!("reading {}", path.display()))?;
-            serde_json::from_str(&text).with_context(|| {
-                format!(
-                    "{}: expected {{\"model\": {{...}}, \"train\": {{...}}}}",
-                    path.display()
-                )
-            })?
-        }
-        (Some(name), None) => preset(name).with_context(|| {
-            format!(
-                "unknown preset `{name}`; choose one of {}",
-                NAMES.join(", ")
-            )
-        })?,
-        (None, None) => preset("shakespeare").expect("built-in preset"),
+        (_, Some(path)) => configs::train_config(path, false)?,
+        (Some(name), None) => configs::preset(name)?,
+        (None, None) => configs::preset(configs::DEFAULT_PRESET)?,
     };
     if let Some(path) = &args.model_config {
-        let text = read_text(path).with_context(|| format!("reading {}", path.display()))?;
-        config.model = HierarchicalTransformerConfig::from_json(&text)
-            .with_context(|| format!("in {}", path.display()))?;
+        config.model = configs::model_config(path)?;
     }
     if args.data.is_some() {
         config.data = args.data.clone();

@@ -1,21 +1,27 @@
 //! The enwik8 pipeline on a small zip built here, served from a loopback HTTP server that
-//! honours range requests: download (and resume), verify, unpack, split.
+//! honours range requests: download (and resume), verify, unpack. (The split itself:
+//! `hier_train::data::tests::standard_split_of_a_full_size_enwik8`.)
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use hier_train::enwik8::{prepare, prepare_with, Expected, Limits};
+use hier_train::digest::sha256_hex;
 use hier_train::DataError;
-use sha2::{Digest, Sha256};
 
-fn sha(bytes: &[u8]) -> &'static str {
-    let hex: String = Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    Box::leak(hex.into_boxed_str())
+use super::{prepare, prepare_with, Expected, Limits, ENWIK8};
+
+/// What the zip of `text` (as member `enwik8`) must match.
+fn expected(zip: &[u8], text: &[u8]) -> Expected {
+    let sha = |bytes: &[u8]| &*Box::leak(sha256_hex(bytes).into_boxed_str());
+    Expected {
+        zip_len: zip.len() as u64,
+        zip_sha256: sha(zip),
+        member: "enwik8",
+        file_len: text.len() as u64,
+        file_sha256: sha(text),
+    }
 }
 
 fn make_zip(member: &str, content: &[u8]) -> Vec<u8> {
@@ -73,13 +79,7 @@ fn downloads_resumes_verifies_and_splits() {
         })
         .collect();
     let zip = make_zip("enwik8", &text);
-    let expected = Expected {
-        zip_len: zip.len() as u64,
-        zip_sha256: sha(&zip),
-        member: "enwik8",
-        file_len: text.len() as u64,
-        file_sha256: sha(&text),
-    };
+    let expected = expected(&zip, &text);
     let dir = tempfile::tempdir().unwrap();
     // an interrupted earlier download left the first 1000 bytes
     std::fs::write(dir.path().join("enwik8.zip.part"), &zip[..1000]).unwrap();
@@ -105,13 +105,7 @@ fn a_corrupted_download_is_rejected_and_deleted() {
     let mut wrong = zip.clone();
     let last = wrong.len() - 30;
     wrong[last] ^= 1;
-    let expected = Expected {
-        zip_len: zip.len() as u64,
-        zip_sha256: sha(&zip),
-        member: "enwik8",
-        file_len: text.len() as u64,
-        file_sha256: sha(&text),
-    };
+    let expected = expected(&zip, &text);
     let dir = tempfile::tempdir().unwrap();
     let url = serve(wrong, 1);
     let e = prepare(dir.path(), &url, &expected, |_, _| {}).unwrap_err();
@@ -126,7 +120,7 @@ fn offline_is_a_clear_error() {
     let e = prepare(
         dir.path(),
         "http://127.0.0.1:9/enwik8.zip",
-        &hier_train::enwik8::ENWIK8,
+        &ENWIK8,
         |_, _| {},
     )
     .unwrap_err();
@@ -135,18 +129,6 @@ fn offline_is_a_clear_error() {
         message.contains("could not download") && message.contains("by hand"),
         "{message}"
     );
-}
-
-#[test]
-fn standard_split_of_a_full_size_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = std::fs::File::create(dir.path().join("enwik8")).unwrap();
-    file.set_len(100_000_000).unwrap(); // sparse: no real disk use
-    let corpus = hier_train::Corpus::enwik8(dir.path()).unwrap();
-    use hier_train::Split;
-    assert_eq!(corpus.split(Split::Train).unwrap().len(), 90_000_000);
-    assert_eq!(corpus.split(Split::Valid).unwrap().len(), 5_000_000);
-    assert_eq!(corpus.split(Split::Test).unwrap().len(), 5_000_000);
 }
 
 /// Accept one connection, read its request, then hand the stream to `respond`.

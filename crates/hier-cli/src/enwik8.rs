@@ -1,14 +1,15 @@
 //! `hier data enwik8`: download the Hutter Prize's enwik8.zip (resumable), verify it, unpack it.
-//! The standard split (90M train / 5M validation / 5M test) is [`crate::Corpus::enwik8`].
+//! The standard split (90M train / 5M validation / 5M test) is [`hier_train::Corpus::enwik8`].
+//! (Here in the CLI, not in hier-train, so that the library builds no HTTP client.)
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
-
-use crate::data::DataError;
+use hier_model::files::PathIoError;
+use hier_train::digest::sha256_hex_of;
+use hier_train::DataError;
 
 /// Where the Hutter Prize page publishes it.
 pub const URL: &str = "https://mattmahoney.net/dc/enwik8.zip";
@@ -32,29 +33,9 @@ pub const ENWIK8: Expected = Expected {
     file_sha256: "2b49720ec4d78c3c9fabaee6e4179a5e997302b3a70029f30f2d582218c024a8",
 };
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DataError + '_ {
-    move |source| DataError::Io {
-        path: path.display().to_string(),
-        source,
-    }
-}
-
 fn sha256_file(path: &Path) -> Result<String, DataError> {
-    let mut file = File::open(path).map_err(io(path))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf).map_err(io(path))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    let file = File::open(path).map_err(DataError::at(path))?;
+    sha256_hex_of(file).map_err(DataError::at(path))
 }
 
 fn verified(path: &Path, len: u64, sha: &str) -> Result<bool, DataError> {
@@ -108,7 +89,7 @@ pub fn prepare_with(
     limits: &Limits,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<PathBuf, DataError> {
-    fs::create_dir_all(dir).map_err(io(dir))?;
+    fs::create_dir_all(dir).map_err(DataError::at(dir))?;
     let file = dir.join(expected.member);
     if verified(&file, expected.file_len, expected.file_sha256)? {
         return Ok(file);
@@ -179,9 +160,9 @@ fn download(
         OpenOptions::new()
             .append(true)
             .open(&part)
-            .map_err(io(&part))?
+            .map_err(DataError::at(&part))?
     } else {
-        File::create(&part).map_err(io(&part))?
+        File::create(&part).map_err(DataError::at(&part))?
     };
     let body = Body {
         part: &part,
@@ -204,8 +185,8 @@ fn download(
         Err(Fail::Read(e)) => return Err(offline(format!("no data for {:?} ({e})", limits.read))),
         Err(Fail::Write(e)) => return Err(e),
     }
-    out.sync_all().map_err(io(&part))?;
-    fs::rename(&part, dest).map_err(io(dest))
+    out.sync_all().map_err(DataError::at(&part))?;
+    fs::rename(&part, dest).map_err(DataError::at(dest))
 }
 
 fn too_large(url: &str, len: u64, total: u64) -> DataError {
@@ -252,7 +233,7 @@ impl Body<'_> {
                 return Err(Fail::TooLarge(done));
             }
             out.write_all(&buf[..n])
-                .map_err(|e| Fail::Write(io(self.part)(e)))?;
+                .map_err(|e| Fail::Write(DataError::at(self.part)(e)))?;
             progress(done, self.total);
             window_bytes += n as u64;
             if window.elapsed() >= self.limits.stall {
@@ -273,14 +254,17 @@ fn unpack(zip: &Path, member: &str, dest: &Path) -> Result<(), DataError> {
             zip.display()
         ))
     };
-    let mut archive =
-        zip::ZipArchive::new(File::open(zip).map_err(io(zip))?).map_err(|e| bad(e.to_string()))?;
+    let mut archive = zip::ZipArchive::new(File::open(zip).map_err(DataError::at(zip))?)
+        .map_err(|e| bad(e.to_string()))?;
     let mut entry = archive
         .by_name(member)
         .map_err(|e| bad(format!("no member `{member}` ({e})")))?;
     let tmp = dest.with_extension("tmp");
-    let mut out = File::create(&tmp).map_err(io(&tmp))?;
+    let mut out = File::create(&tmp).map_err(DataError::at(&tmp))?;
     std::io::copy(&mut entry, &mut out).map_err(|e| bad(e.to_string()))?;
-    out.sync_all().map_err(io(&tmp))?;
-    fs::rename(&tmp, dest).map_err(io(dest))
+    out.sync_all().map_err(DataError::at(&tmp))?;
+    fs::rename(&tmp, dest).map_err(DataError::at(dest))
 }
+
+#[cfg(test)]
+mod tests;
