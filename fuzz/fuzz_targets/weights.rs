@@ -27,5 +27,5 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let model = HierarchicalTransformer::<Flex>::new(config(), &Default::default()).unwrap();
-    let _ = load_state_dict(model, &tensors, &Default::default());
+    let _ = load_state_dict(model, tensors);
 });

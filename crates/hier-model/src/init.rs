@@ -63,7 +63,7 @@ impl<B: Backend> HierarchicalTransformer<B> {
             })
             .collect();
         tensors.extend(rotary_constants(model.spec()));
-        load_state_dict(model, &tensors, device).map_err(|e| match e {
+        load_state_dict(model, tensors).map_err(|e| match e {
             LoadError::Config { source, .. } => source,
             other => unreachable!("a model always loads its own initial weights: {other}"),
         })

@@ -1,13 +1,31 @@
 //! Weights in the reference's layout: PyTorch state_dict key names, `[out, in]` linear weights,
 //! `[out, in, k]` conv weights, and the two constant rotary tensors, in safetensors.
 //!
-//! Burn's module paths are derived from the field names, which mirror the reference; the few
-//! places where the reference uses `nn.Sequential` indices are renamed here, in one function.
+//! A parameter's reference key comes from hier's own module structure: its field path (the
+//! field names, `Vec` indices and enum variants that Burn's visitors pass to `enter_module`,
+//! which mirror the reference), renamed by [`reference_names`] (burn-store's [`KeyRemapper`])
+//! where the reference differs: its `nn.Sequential` indices, and hier's [`crate::Attention`]
+//! enum. Layouts are left to burn-store's PyTorch adapters ([`BurnToPyTorchAdapter`],
+//! [`PyTorchToBurnAdapter`]: `Linear` weights are `[in, out]` in Burn, `[out, in]` in PyTorch;
+//! convolutions and embeddings are stored alike), and loading goes through burn-store's
+//! [`ModuleSnapshot::apply`]. hier itself never reads Burn's container-type names.
+//!
+//! burn-store's `SafetensorsStore` is not used for the file: the reference's state_dict also
+//! holds constant rotary buffers that are no Burn parameters, hier's errors name the reference
+//! key and the PyTorch-layout shape (the store reports Burn paths and layouts, and loads other
+//! dtypes), and files are read and written only through [`crate::files`].
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
 
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
-use burn::tensor::{backend::Backend, Tensor, TensorData};
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{DType, Tensor, TensorData};
+use burn_store::{
+    ApplyError, BurnToPyTorchAdapter, KeyRemapper, ModuleAdapter, ModuleSnapshot,
+    PyTorchToBurnAdapter, TensorSnapshot, TensorSnapshotError,
+};
 use safetensors::{tensor::TensorView, Dtype, SafeTensors};
 
 use crate::error::LoadError;
@@ -21,88 +39,166 @@ pub struct HostTensor {
     pub values: Vec<f32>,
 }
 
-/// The module path of the parameter being visited: `(field or index, containing type)`.
-#[derive(Default)]
-struct Path(Vec<(String, String)>);
+/// The renames from hier's field paths to the reference's keys, applied in order. Every other
+/// field already has the reference's name.
+fn reference_names(spec: &ModelSpec) -> KeyRemapper {
+    let ff_or_merge = r"^(layers\.\d+\.\d+\.ff|hierarchical_merges\.\d+)";
+    let mut patterns: Vec<(String, String)> = vec![
+        // `Attention` is an enum in hier, one module in the reference
+        (
+            r"^(layers\.\d+\.\d+\.attn)\.(Local|Full)\.".into(),
+            "$1.".into(),
+        ),
+        // compress_fn = Sequential(pad, CausalConv (.conv), SiLU, Conv1d)
+        (
+            r"^(compressors\.\d+)\.conv\.".into(),
+            "$1.compress_fn.1.conv.".into(),
+        ),
+        (
+            r"^(compressors\.\d+)\.conv_out\.".into(),
+            "$1.compress_fn.3.".into(),
+        ),
+        // FeedForward and HierarchicalMerge: net = Sequential(norm, linear, activation, linear)
+        (format!(r"{ff_or_merge}\.norm\."), "$1.net.0.".into()),
+        (format!(r"{ff_or_merge}\.proj_in\."), "$1.net.1.".into()),
+        (format!(r"{ff_or_merge}\.proj_out\."), "$1.net.3.".into()),
+        // NextLatDynamics: net = Sequential(norm, linear, (GELU, linear)...)
+        (
+            r"^(latent_dynamics\.\d+)\.norm\.".into(),
+            "$1.net.0.".into(),
+        ),
+    ];
+    // linear k sits after the norm and k GELUs: net.{2k + 1}
+    patterns.extend((0..spec.dynamics_num_layers).map(|k| {
+        (
+            format!(r"^(latent_dynamics\.\d+)\.layers\.{k}\."),
+            format!("$1.net.{}.", 2 * k + 1),
+        )
+    }));
+    KeyRemapper::from_pattern_iter(patterns).expect("hier's key patterns are valid regexes")
+}
 
-impl Path {
-    fn enter(&mut self, name: &str, container: &str) {
-        self.0.push((name.to_string(), container.to_string()));
-    }
-    fn exit(&mut self) {
-        self.0.pop();
-    }
+type DataFn = Rc<dyn Fn() -> Result<TensorData, TensorSnapshotError>>;
 
-    /// The reference's state_dict key, and whether the tensor is a `Linear` weight (stored
-    /// `[in, out]` by Burn, `[out, in]` by PyTorch).
-    fn torch_key(&self) -> (String, bool) {
-        let mut parts: Vec<String> = Vec::new();
-        let mut segments = self.0.iter().peekable();
-        while let Some((name, container)) = segments.next() {
-            if container.starts_with("Enum:") {
-                continue; // enum variants have no name in the reference
-            }
-            let part = match (container.as_str(), name.as_str()) {
-                ("Struct:Compressor", "conv") => "compress_fn.1.conv".to_string(),
-                ("Struct:Compressor", "conv_out") => "compress_fn.3".to_string(),
-                (
-                    "Struct:FeedForward" | "Struct:HierarchicalMerge" | "Struct:NextLatDynamics",
-                    "norm",
-                ) => "net.0".to_string(),
-                ("Struct:FeedForward" | "Struct:HierarchicalMerge", "proj_in") => {
-                    "net.1".to_string()
-                }
-                ("Struct:FeedForward" | "Struct:HierarchicalMerge", "proj_out") => {
-                    "net.3".to_string()
-                }
-                ("Struct:NextLatDynamics", "layers") => {
-                    // linear k sits after the norm and k GELUs: net.{2k + 1}
-                    let k: usize = segments
-                        .next()
-                        .map(|(i, _)| i.parse().unwrap_or(0))
-                        .unwrap_or(0);
-                    format!("net.{}", 2 * k + 1)
-                }
-                _ => name.clone(),
-            };
-            parts.push(part);
-        }
-        let linear_weight =
-            matches!(self.0.last(), Some((n, c)) if n == "weight" && c == "Struct:Linear");
-        (parts.join("."), linear_weight)
+/// What the snapshot of a parameter holds; `None` leaves the parameter out.
+trait Source<B: Backend> {
+    fn data<const D: usize>(&self, param: &Param<Tensor<B, D>>) -> Option<DataFn>;
+}
+
+/// Shapes only: the parameters stay unmaterialised.
+struct Shapes;
+
+impl<B: Backend> Source<B> for Shapes {
+    fn data<const D: usize>(&self, _: &Param<Tensor<B, D>>) -> Option<DataFn> {
+        Some(Rc::new(|| {
+            Err(TensorSnapshotError::DataError(
+                "a description holds no values".into(),
+            ))
+        }))
     }
 }
 
-/// The `enter_module` / `exit_module` pair every visitor and mapper here uses to keep its
-/// [`Path`] (in a field named `path`) in step with Burn's traversal.
-macro_rules! track_path {
-    () => {
-        fn enter_module(&mut self, name: &str, container_type: &str) {
-            self.path.enter(name, container_type);
-        }
-        fn exit_module(&mut self, _name: &str, _container_type: &str) {
-            self.path.exit();
-        }
-    };
+/// The parameters' values.
+struct Values;
+
+impl<B: Backend> Source<B> for Values {
+    fn data<const D: usize>(&self, param: &Param<Tensor<B, D>>) -> Option<DataFn> {
+        let tensor = param.val();
+        Some(Rc::new(move || Ok(tensor.to_data())))
+    }
 }
 
-struct Collector {
-    path: Path,
-    tensors: BTreeMap<String, HostTensor>,
+/// The parameters' gradients, for those that have one.
+struct Grads<'a, B: AutodiffBackend>(&'a B::Gradients);
+
+impl<B: AutodiffBackend> Source<B> for Grads<'_, B> {
+    fn data<const D: usize>(&self, param: &Param<Tensor<B, D>>) -> Option<DataFn> {
+        let grad = param.val().grad(self.0)?;
+        Some(Rc::new(move || Ok(grad.to_data())))
+    }
 }
 
-impl<B: Backend> ModuleVisitor<B> for Collector {
-    track_path!();
+/// A snapshot per parameter, under its field path in hier's modules, in Burn's layout.
+struct Snapshots<S> {
+    source: S,
+    path: Vec<String>,
+    containers: Vec<String>,
+    snapshots: Vec<TensorSnapshot>,
+}
+
+impl<B: Backend, S: Source<B>> ModuleVisitor<B> for Snapshots<S> {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.push(name.to_string());
+        // only handed on to burn-store's adapters, which choose the layout by module type
+        self.containers.push(container_type.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+        self.containers.pop();
+    }
+
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        let (key, linear_weight) = self.path.torch_key();
-        let mut tensor = param.val();
-        if linear_weight && D == 2 {
-            tensor = tensor.swap_dims(0, 1);
+        if let Some(data) = self.source.data(param) {
+            self.snapshots.push(TensorSnapshot::from_closure(
+                data,
+                DType::F32,
+                param.lazy_shape(),
+                self.path.clone(),
+                self.containers.clone(),
+                param.id,
+            ));
         }
-        let data = tensor.into_data().convert::<f32>();
-        let shape = data.shape.to_vec();
-        let values = data.to_vec::<f32>().unwrap_or_default();
-        self.tensors.insert(key, HostTensor { shape, values });
+    }
+}
+
+/// One parameter of the model: its reference key, its snapshot in PyTorch layout, and its
+/// field path in hier's modules (by which burn-store's applier finds it).
+struct Reference {
+    key: String,
+    path: String,
+    snapshot: TensorSnapshot,
+}
+
+/// Every parameter `source` gives, in module order, under its reference key.
+fn reference_params<B: Backend, S: Source<B>>(
+    model: &HierarchicalTransformer<B>,
+    source: S,
+) -> Vec<Reference> {
+    let mut visitor = Snapshots {
+        source,
+        path: Vec::new(),
+        containers: Vec::new(),
+        snapshots: Vec::new(),
+    };
+    model.visit(&mut visitor);
+    let paths: Vec<String> = visitor.snapshots.iter().map(|s| s.full_path()).collect();
+    let adapted = visitor
+        .snapshots
+        .iter()
+        .map(|s| BurnToPyTorchAdapter.adapt(s))
+        .collect();
+    let (snapshots, _) = reference_names(model.spec()).remap(adapted);
+    snapshots
+        .into_iter()
+        .zip(paths)
+        .map(|(snapshot, path)| Reference {
+            key: snapshot.full_path(),
+            path,
+            snapshot,
+        })
+        .collect()
+}
+
+/// The values of a snapshot of a live tensor.
+fn host(snapshot: &TensorSnapshot) -> HostTensor {
+    let data = snapshot
+        .to_data()
+        .unwrap_or_else(|e| panic!("reading `{}`: {e}", snapshot.full_path()))
+        .convert::<f32>();
+    HostTensor {
+        shape: data.shape.to_vec(),
+        values: data.to_vec::<f32>().unwrap_or_default(),
     }
 }
 
@@ -133,12 +229,10 @@ pub(crate) fn rotary_constants(spec: &ModelSpec) -> BTreeMap<String, HostTensor>
 
 /// Every tensor of the model under its reference key, PyTorch layout.
 pub fn state_dict<B: Backend>(model: &HierarchicalTransformer<B>) -> BTreeMap<String, HostTensor> {
-    let mut collector = Collector {
-        path: Path::default(),
-        tensors: BTreeMap::new(),
-    };
-    model.visit(&mut collector);
-    let mut tensors = collector.tensors;
+    let mut tensors: BTreeMap<String, HostTensor> = reference_params(model, Values)
+        .into_iter()
+        .map(|r| (r.key, host(&r.snapshot)))
+        .collect();
     tensors.extend(rotary_constants(model.spec()));
     tensors
 }
@@ -164,68 +258,43 @@ pub struct ParamInfo {
     pub init: InitKind,
 }
 
-struct Describer {
-    path: Path,
-    fan_in: usize,
-    params: Vec<ParamInfo>,
-}
-
-impl<B: Backend> ModuleVisitor<B> for Describer {
-    track_path!();
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        let (key, linear_weight) = self.path.torch_key();
-        let mut shape = param.lazy_shape().dims::<D>().to_vec();
-        if linear_weight {
-            shape.reverse();
-        }
-        let (name, container) = self.path.0.last().cloned().unwrap_or_default();
-        let init = match (container.as_str(), name.as_str()) {
-            ("Struct:Embedding", _) => InitKind::Normal,
-            ("Struct:LayerNorm", "weight") | ("Struct:RmsNorm", "gamma") => InitKind::Ones,
-            ("Struct:LayerNorm", "bias") => InitKind::Zeros,
-            (_, "weight") => {
-                // PyTorch layout [out, in, k...]: fan_in = in * k
-                self.fan_in = shape[1..].iter().product();
-                InitKind::Uniform {
-                    fan_in: self.fan_in,
-                }
-            }
-            _ => InitKind::Uniform {
-                fan_in: self.fan_in,
-            }, // a bias follows its weight
-        };
-        self.params.push(ParamInfo { key, shape, init });
-    }
-}
-
 /// Every trainable parameter of `model`, in module order, without materialising any tensor.
 pub fn describe<B: Backend>(model: &HierarchicalTransformer<B>) -> Vec<ParamInfo> {
-    let mut describer = Describer {
-        path: Path::default(),
-        fan_in: 1,
-        params: Vec::new(),
-    };
-    model.visit(&mut describer);
-    let last_dynamics = 2 * model.spec().dynamics_num_layers - 1;
-    for p in &mut describer.params {
-        // NextLatDynamics zero-initialises its output layer so that it starts as the identity
-        if p.key.starts_with("latent_dynamics.")
-            && p.key.contains(&format!(".net.{last_dynamics}."))
-        {
-            p.init = InitKind::Zeros;
-        }
-    }
-    describer.params
-}
-
-/// The trainable parameters' keys (the state_dict without the rotary constants).
-pub fn parameter_keys<B: Backend>(model: &HierarchicalTransformer<B>) -> Vec<String> {
-    let mut collector = Collector {
-        path: Path::default(),
-        tensors: BTreeMap::new(),
-    };
-    model.visit(&mut collector);
-    collector.tensors.into_keys().collect()
+    let last_dynamics = format!(".net.{}.", 2 * model.spec().dynamics_num_layers - 1);
+    // a bias follows its weight and takes its init from it
+    let (mut fan_in, mut after_norm) = (1, false);
+    reference_params(model, Shapes)
+        .into_iter()
+        .map(|r| {
+            let shape = r.snapshot.shape.to_vec();
+            let init = if r.key.starts_with("latent_dynamics.") && r.key.contains(&last_dynamics) {
+                // NextLatDynamics zero-initialises its output layer: it starts as the identity
+                InitKind::Zeros
+            } else if r.key.ends_with(".bias") {
+                if after_norm {
+                    InitKind::Zeros
+                } else {
+                    InitKind::Uniform { fan_in }
+                }
+            } else if r.key == "token_emb.weight" {
+                InitKind::Normal
+            } else if shape.len() == 1 {
+                // a norm's gain (`weight`, or RMSNorm's `gamma`): the only 1-D weights
+                after_norm = true;
+                InitKind::Ones
+            } else {
+                // PyTorch layout [out, in, k...]: fan_in = in * k
+                after_norm = false;
+                fan_in = shape[1..].iter().product();
+                InitKind::Uniform { fan_in }
+            };
+            ParamInfo {
+                key: r.key,
+                shape,
+                init,
+            }
+        })
+        .collect()
 }
 
 /// Serialise a state_dict to safetensors bytes.
@@ -282,87 +351,40 @@ pub fn from_safetensors(
     Ok(out)
 }
 
-struct Loader<'a, B: Backend> {
-    path: Path,
-    tensors: &'a HashMap<String, HostTensor>,
-    used: std::collections::HashSet<String>,
-    error: Option<LoadError>,
-    device: B::Device,
-}
-
-impl<B: Backend> ModuleMapper<B> for Loader<'_, B> {
-    track_path!();
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-        if self.error.is_some() {
-            return param;
-        }
-        let (key, linear_weight) = self.path.torch_key();
-        let mut expected = param.lazy_shape().dims::<D>().to_vec();
-        if linear_weight && D == 2 {
-            expected.reverse();
-        }
-        let Some(found) = self.tensors.get(&key) else {
-            self.error = Some(LoadError::Missing { key, expected });
-            return param;
+/// Load a reference state_dict into a model built from the matching config. Every tensor must
+/// be present with the right shape, and nothing else may be there (PyTorch's `strict=True`).
+/// The tensors move into the model one at a time: loading holds no second host copy of them.
+pub fn load_state_dict<B: Backend>(
+    mut model: HierarchicalTransformer<B>,
+    mut tensors: HashMap<String, HostTensor>,
+) -> Result<HierarchicalTransformer<B>, LoadError> {
+    let params = reference_params(&model, Shapes);
+    for r in &params {
+        let expected = r.snapshot.shape.to_vec();
+        let Some(found) = tensors.get(&r.key) else {
+            return Err(LoadError::Missing {
+                key: r.key.clone(),
+                expected,
+            });
         };
         if found.shape != expected {
-            self.error = Some(LoadError::Shape {
-                key,
+            return Err(LoadError::Shape {
+                key: r.key.clone(),
                 expected,
                 found: found.shape.clone(),
             });
-            return param;
         }
-        // transpose linear weights on the host: a transposed view would be copied to a
-        // contiguous layout by every matmul that reads it
-        let data = if linear_weight && D == 2 {
-            let (rows, cols) = (found.shape[0], found.shape[1]);
-            let mut t = vec![0.0; rows * cols];
-            for r in 0..rows {
-                for c in 0..cols {
-                    t[c * rows + r] = found.values[r * cols + c];
-                }
-            }
-            TensorData::new(t, vec![cols, rows])
-        } else {
-            TensorData::new(found.values.clone(), found.shape.clone())
-        };
-        let tensor = Tensor::<B, D>::from_data(data, &self.device);
-        self.used.insert(key);
-        let id = param.id;
-        param.transform_for_load(tensor, id)
     }
-}
-
-/// Load a reference state_dict into a model built from the matching config. Every tensor must
-/// be present with the right shape, and nothing else may be there (PyTorch's `strict=True`).
-pub fn load_state_dict<B: Backend>(
-    model: HierarchicalTransformer<B>,
-    tensors: &HashMap<String, HostTensor>,
-    device: &B::Device,
-) -> Result<HierarchicalTransformer<B>, LoadError> {
-    let constants = rotary_constants(model.spec());
-    let mut loader = Loader {
-        path: Path::default(),
-        tensors,
-        used: Default::default(),
-        error: None,
-        device: device.clone(),
-    };
-    let model = model.map(&mut loader);
-    if let Some(e) = loader.error {
-        return Err(e);
-    }
-    for (key, expected) in &constants {
-        let found = tensors.get(key).ok_or_else(|| LoadError::Missing {
+    for (key, expected) in rotary_constants(model.spec()) {
+        let found = tensors.remove(&key).ok_or_else(|| LoadError::Missing {
             key: key.clone(),
             expected: expected.shape.clone(),
         })?;
         if found.shape != expected.shape {
             return Err(LoadError::Shape {
-                key: key.clone(),
-                expected: expected.shape.clone(),
-                found: found.shape.clone(),
+                key,
+                expected: expected.shape,
+                found: found.shape,
             });
         }
         let difference = found
@@ -372,63 +394,215 @@ pub fn load_state_dict<B: Backend>(
             .map(|(a, b)| (a - b).abs())
             .fold(0.0, f32::max);
         if difference.is_nan() || difference > 1e-6 {
-            return Err(LoadError::Constant {
-                key: key.clone(),
-                difference,
-            });
+            return Err(LoadError::Constant { key, difference });
         }
-        loader.used.insert(key.clone());
     }
-    let mut unexpected: Vec<String> = tensors
-        .keys()
-        .filter(|k| !loader.used.contains(*k))
-        .cloned()
-        .collect();
-    if !unexpected.is_empty() {
+    // every parameter is there with its shape: each goes to burn-store's applier under its
+    // field path, in PyTorch layout (its adapter transposes the `Linear` weights on the host)
+    let mut keys = HashMap::new();
+    let mut snapshots = Vec::with_capacity(params.len());
+    for r in params {
+        let HostTensor { shape, values } = tensors.remove(&r.key).expect("checked above");
+        let data = RefCell::new(Some(TensorData::new(values, shape)));
+        let data: DataFn = Rc::new(move || {
+            data.borrow_mut().take().ok_or_else(|| {
+                TensorSnapshotError::DataError("a tensor is loaded only once".into())
+            })
+        });
+        snapshots.push(TensorSnapshot::from_closure(
+            data,
+            DType::F32,
+            r.snapshot.shape.clone(),
+            r.path.split('.').map(str::to_string).collect(),
+            Vec::new(),
+            r.snapshot.tensor_id.unwrap_or_default(),
+        ));
+        keys.insert(r.path, (r.key, r.snapshot.shape.to_vec()));
+    }
+    if !tensors.is_empty() {
+        let mut unexpected: Vec<String> = tensors.into_keys().collect();
         unexpected.sort();
         return Err(LoadError::Unexpected { keys: unexpected });
+    }
+    let result = model.apply(snapshots, None, Some(Box::new(PyTorchToBurnAdapter)), false);
+    // not expected after the checks above; reported under the reference's names should it happen
+    let key = |path: &str| keys.get(path).map_or(path.to_string(), |(k, _)| k.clone());
+    if let Some((path, _)) = result.missing.first() {
+        let (key, expected) = keys
+            .get(path)
+            .cloned()
+            .unwrap_or((path.clone(), Vec::new()));
+        return Err(LoadError::Missing { key, expected });
+    }
+    if !result.unused.is_empty() {
+        return Err(LoadError::Unexpected {
+            keys: result.unused.iter().map(|p| key(p)).collect(),
+        });
+    }
+    if let Some(error) = result.errors.first() {
+        return Err(match error {
+            ApplyError::ShapeMismatch {
+                path,
+                expected,
+                found,
+            } => LoadError::Shape {
+                key: key(path),
+                expected: expected.to_vec(),
+                found: found.to_vec(),
+            },
+            ApplyError::DTypeMismatch { path, .. }
+            | ApplyError::AdapterError { path, .. }
+            | ApplyError::LoadError { path, .. } => LoadError::Format {
+                path: key(path),
+                message: error.to_string(),
+            },
+        });
     }
     Ok(model)
 }
 
-struct GradCollector<'a, B: burn::tensor::backend::AutodiffBackend> {
-    path: Path,
-    grads: &'a B::Gradients,
-    tensors: BTreeMap<String, HostTensor>,
-}
-
-impl<B: burn::tensor::backend::AutodiffBackend> ModuleVisitor<B> for GradCollector<'_, B> {
-    track_path!();
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        let (key, linear_weight) = self.path.torch_key();
-        let Some(mut grad) = param.val().grad(self.grads) else {
-            return;
-        };
-        if linear_weight && D == 2 {
-            grad = grad.swap_dims(0, 1);
-        }
-        let data = grad.into_data().convert::<f32>();
-        let shape = data.shape.to_vec();
-        self.tensors.insert(
-            key,
-            HostTensor {
-                shape,
-                values: data.to_vec().unwrap_or_default(),
-            },
-        );
-    }
-}
-
 /// The gradient of every parameter that has one, under its reference key, PyTorch layout.
-pub fn gradients<B: burn::tensor::backend::AutodiffBackend>(
+pub fn gradients<B: AutodiffBackend>(
     model: &HierarchicalTransformer<B>,
     grads: &B::Gradients,
 ) -> BTreeMap<String, HostTensor> {
-    let mut collector = GradCollector {
-        path: Path::default(),
-        grads,
-        tensors: BTreeMap::new(),
-    };
-    model.visit(&mut collector);
-    collector.tensors
+    reference_params(model, Grads::<B>(grads))
+        .into_iter()
+        .map(|r| (r.key, host(&r.snapshot)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{HierarchicalTransformerConfig, PerHierarchy};
+    use burn::backend::Flex;
+
+    /// Every kind of module: a narrower 1x projection, a convolution with reconstruction, local
+    /// and full attention, three dynamics layers, and the heads of the extra objectives.
+    fn config() -> HierarchicalTransformerConfig {
+        let mut c = HierarchicalTransformerConfig::new(20, 0, 1);
+        c.dim = PerHierarchy::Each(vec![8, 12]);
+        c.seq_len = 8;
+        c.heads = PerHierarchy::All(2);
+        c.dim_head = PerHierarchy::All(4);
+        c.hierarchies = PerHierarchy::Each(vec![1, 2]);
+        c.window_sizes = PerHierarchy::Each(vec![Some(4), None]);
+        c.recon_loss_weight = 0.1;
+        c.dynamics_num_layers = 3;
+        c.prophet_loss_weight = 0.5;
+        c.hierarchical_ar_loss_weight = 0.5;
+        c
+    }
+
+    fn model() -> HierarchicalTransformer<Flex> {
+        HierarchicalTransformer::new(&config(), &Default::default()).unwrap()
+    }
+
+    #[test]
+    fn reference_keys_and_layouts() {
+        let params = describe(&model());
+        let shape = |key: &str| {
+            let p = params.iter().find(|p| p.key == key);
+            p.unwrap_or_else(|| panic!("no {key}")).shape.clone()
+        };
+        // token_dim is the widest hierarchy's width, 12
+        assert_eq!(shape("token_emb.weight"), [20, 12]);
+        assert_eq!(shape("compressors.0.compress_fn.weight"), [8, 12]);
+        assert_eq!(
+            shape("compressors.1.compress_fn.1.conv.weight"),
+            [48, 12, 2]
+        );
+        assert_eq!(shape("compressors.1.compress_fn.3.weight"), [12, 48, 1]);
+        assert_eq!(shape("compressors.1.to_recon.weight"), [40, 12]);
+        assert_eq!(shape("chunk_summarizers.0.proj.weight"), [8, 12]);
+        assert_eq!(shape("layers.0.0.attn.to_qkv.weight"), [24, 8]);
+        assert_eq!(shape("layers.0.0.attn.norm.bias"), [8]);
+        assert_eq!(shape("layers.0.1.attn.norm.gamma"), [12]);
+        assert_eq!(shape("layers.0.1.ff.net.3.weight"), [12, 48]);
+        assert_eq!(shape("hierarchical_merges.0.net.1.weight"), [16, 20]);
+        assert_eq!(shape("latent_dynamics.1.net.0.weight"), [24]);
+        assert_eq!(shape("latent_dynamics.1.net.1.weight"), [12, 24]);
+        assert_eq!(shape("latent_dynamics.1.net.5.bias"), [12]);
+        assert_eq!(shape("prophet_heads.1.weight"), [40, 12]);
+        assert_eq!(shape("to_hierarchical_preds.1.weight"), [12, 12]);
+        // hier's own names never reach the file
+        for p in &params {
+            assert!(
+                [
+                    "Local",
+                    "Full",
+                    "proj_in",
+                    "proj_out",
+                    "conv_out",
+                    "latent_dynamics.0.layers"
+                ]
+                .iter()
+                .all(|name| !p.key.contains(name)),
+                "{}",
+                p.key
+            );
+        }
+        // the description is the state_dict without the constants, in shape as in keys
+        let tensors = state_dict(&model());
+        let constants = rotary_constants(model().spec());
+        assert_eq!(params.len() + constants.len(), tensors.len());
+        for p in &params {
+            assert_eq!(tensors[&p.key].shape, p.shape, "{}", p.key);
+        }
+    }
+
+    #[test]
+    fn initialisations_follow_the_module_kinds() {
+        let params = describe(&model());
+        let init = |key: &str| params.iter().find(|p| p.key == key).unwrap().init;
+        assert_eq!(init("token_emb.weight"), InitKind::Normal);
+        assert_eq!(init("norms.0.weight"), InitKind::Ones);
+        assert_eq!(init("norms.0.bias"), InitKind::Zeros);
+        assert_eq!(init("layers.0.0.attn.norm.bias"), InitKind::Zeros);
+        assert_eq!(init("layers.0.1.attn.norm.gamma"), InitKind::Ones);
+        assert_eq!(init("latent_dynamics.0.net.0.bias"), InitKind::Zeros);
+        assert_eq!(init("latent_dynamics.0.net.5.weight"), InitKind::Zeros);
+        assert_eq!(init("latent_dynamics.0.net.5.bias"), InitKind::Zeros);
+        let uniform = |fan_in| InitKind::Uniform { fan_in };
+        assert_eq!(init("latent_dynamics.0.net.3.bias"), uniform(8));
+        assert_eq!(init("compressors.1.compress_fn.1.conv.bias"), uniform(24));
+        assert_eq!(init("compressors.1.compress_fn.3.bias"), uniform(48));
+        assert_eq!(init("hierarchical_merges.0.net.3.bias"), uniform(16));
+        assert_eq!(init("chunk_summarizers.0.proj.bias"), uniform(12));
+    }
+
+    #[test]
+    fn linear_weights_are_transposed_both_ways() {
+        let model = model();
+        let mut tensors: HashMap<String, HostTensor> = state_dict(&model).into_iter().collect();
+        let key = "layers.0.1.attn.to_out.weight";
+        assert_eq!(tensors[key].shape, [12, 8]);
+        let values: Vec<f32> = (0..96).map(|i| i as f32).collect();
+        tensors.get_mut(key).unwrap().values = values.clone();
+        let loaded = load_state_dict(
+            HierarchicalTransformer::<Flex>::new(&config(), &Default::default()).unwrap(),
+            tensors,
+        )
+        .unwrap();
+        let Some(crate::Attention::Full(attn)) = &loaded.layers[0][1].attn else {
+            panic!("hierarchy 2x has full attention")
+        };
+        // Burn's [in, out]: element (i, o) is PyTorch's (o, i)
+        let burn: Vec<f32> = attn.to_out.weight.val().into_data().to_vec().unwrap();
+        assert_eq!(burn[12 + 3], values[3 * 8 + 1]);
+        assert_eq!(state_dict(&loaded)[key].values, values);
+    }
+
+    #[test]
+    fn other_dtypes_are_refused_by_name() {
+        let data = [0u8; 8];
+        let view = TensorView::new(Dtype::F16, vec![4], &data).unwrap();
+        let bytes = safetensors::serialize([("norms.0.weight", view)], None).unwrap();
+        let e = from_safetensors(&bytes, "x").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "tensor `norms.0.weight` has dtype F16, expected F32"
+        );
+    }
 }

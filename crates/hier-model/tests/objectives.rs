@@ -34,7 +34,7 @@ fn with<B: Backend>(
     let mut tensors: HashMap<String, HostTensor> = state_dict(&model).into_iter().collect();
     edit(&mut tensors);
     let fresh = HierarchicalTransformer::<B>::new(&model.config, &Default::default()).unwrap();
-    load_state_dict(fresh, &tensors, &Default::default()).unwrap()
+    load_state_dict(fresh, tensors).unwrap()
 }
 
 #[test]
