@@ -183,6 +183,9 @@ fn check_factors(hierarchies: &[usize]) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// `(factor, window)` of each window the reference replaces by full attention.
+type ReplacedWindows = Vec<(usize, usize)>;
+
 /// The settings given per hierarchy (or once for all), one entry per hierarchy.
 struct PerHierarchyValues {
     dims: Vec<usize>,
@@ -269,7 +272,7 @@ impl PerHierarchyValues {
         &self,
         c: &HierarchicalTransformerConfig,
         hierarchies: &[usize],
-    ) -> Result<(Vec<HierarchySpec>, Vec<(usize, usize)>), ConfigError> {
+    ) -> Result<(Vec<HierarchySpec>, ReplacedWindows), ConfigError> {
         let mut replaced_windows = Vec::new();
         let mut specs = Vec::with_capacity(hierarchies.len());
         for (i, &factor) in hierarchies.iter().enumerate() {
