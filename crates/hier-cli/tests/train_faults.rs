@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::hier;
+use common::{hier, run_ok};
 
 const STEPS: &str = "40";
 
@@ -70,16 +70,7 @@ fn sigkill_then_resume_is_bit_exact() {
     let at = checkpoint_step(&killed).unwrap();
     assert!(at < 40, "the run finished before it was killed");
 
-    let out = hier()
-        .args(["train", "--resume"])
-        .arg(&killed)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(hier().args(["train", "--resume"]).arg(&killed));
     assert_eq!(checkpoint_step(&killed), Some(40));
     assert!(
         weights(&straight) == weights(&killed),
@@ -128,16 +119,7 @@ fn sigint_checkpoints_and_exits_cleanly() {
     let step = checkpoint_step(&run).unwrap();
     assert!((5..40).contains(&step));
     // the interrupted run's directory is a usable model and resumes
-    let out = hier()
-        .args(["train", "--resume"])
-        .arg(&run)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(hier().args(["train", "--resume"]).arg(&run));
 }
 
 /// A full disk while a checkpoint is written (simulated with a file-size limit, so that writing
@@ -147,12 +129,7 @@ fn sigint_checkpoints_and_exits_cleanly() {
 fn a_failed_checkpoint_write_keeps_the_previous_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
-    let out = train(&run).args(["--stop-at", "10"]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(train(&run).args(["--stop-at", "10"]));
     assert_eq!(checkpoint_step(&run), Some(10));
     let before = std::fs::read(run.join("checkpoint/model.mpk")).unwrap();
 
@@ -190,16 +167,11 @@ fn a_failed_checkpoint_write_keeps_the_previous_checkpoint() {
         std::fs::read(run.join("checkpoint/model.mpk")).unwrap()
     );
 
-    let out = hier()
-        .args(["train", "--resume"])
-        .arg(&run)
-        .args(["--max-steps", "20"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        hier()
+            .args(["train", "--resume"])
+            .arg(&run)
+            .args(["--max-steps", "20"]),
     );
     assert_eq!(checkpoint_step(&run), Some(20));
 }
