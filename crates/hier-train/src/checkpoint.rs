@@ -235,6 +235,12 @@ fn sync_dir(dir: &Path) {
     }
 }
 
+/// Whether `run_dir` is a run that crashed or was killed before its first checkpoint: its
+/// `train.json` is there, no checkpoint is. Resuming it starts again from step 0.
+pub fn started_without_checkpoint(run_dir: &Path) -> bool {
+    run_dir.join(TRAIN_CONFIG_FILE).is_file() && checkpoint_dir(run_dir).is_err()
+}
+
 /// The checkpoint directory to resume from: `checkpoint/`, or the previous one if a crash hit
 /// between the two renames of [`save`].
 fn checkpoint_dir(run_dir: &Path) -> Result<PathBuf, CheckpointError> {

@@ -273,18 +273,16 @@ fn set_up<B: AutodiffBackend>(
         false => None,
     };
     let adam = AdamConfig::new().with_epsilon(1e-8);
-    let (model, optim, first_step) = match start {
-        Start::New => {
-            let model = Model::<B>::init(&config.model, config.train.seed, device)?;
-            (model, adam.init::<B, Model<B>>(), 0)
-        }
-        Start::Resume => {
-            let model = Model::<B>::new(&config.model, device)?;
-            let optim = adam.init::<B, Model<B>>();
-            let (model, optim, state) =
-                checkpoint::load(run_dir, &config.model, model, optim, device)?;
-            (model, optim, state.step)
-        }
+    // a run that never reached its first checkpoint starts again, as a new one would
+    let fresh = matches!(start, Start::New) || checkpoint::started_without_checkpoint(run_dir);
+    let (model, optim, first_step) = if fresh {
+        let model = Model::<B>::init(&config.model, config.train.seed, device)?;
+        (model, adam.init::<B, Model<B>>(), 0)
+    } else {
+        let model = Model::<B>::new(&config.model, device)?;
+        let optim = adam.init::<B, Model<B>>();
+        let (model, optim, state) = checkpoint::load(run_dir, &config.model, model, optim, device)?;
+        (model, optim, state.step)
     };
     if writer {
         // on resume, what --resume changed (max_steps, validate/sample/checkpoint every) holds

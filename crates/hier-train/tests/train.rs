@@ -227,6 +227,27 @@ fn leftovers_of_a_crash_are_removed_at_the_next_start() {
 }
 
 #[test]
+fn a_run_killed_before_its_first_checkpoint_resumes_from_the_start() {
+    // what such a run leaves: its train.json (and metrics of the steps it did), no checkpoint
+    let (killed, whole) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    run(&tiny(10), killed.path(), Start::New, None).unwrap();
+    for name in ["checkpoint", "config.json", "model.safetensors"] {
+        let path = killed.path().join(name);
+        match path.is_dir() {
+            true => std::fs::remove_dir_all(path).unwrap(),
+            false => std::fs::remove_file(path).unwrap(),
+        }
+    }
+    let outcome = run(&tiny(10), killed.path(), Start::Resume, None).unwrap();
+    assert_eq!(outcome.steps, 10);
+    run(&tiny(10), whole.path(), Start::New, None).unwrap();
+    assert_eq!(
+        metrics_without_timing(killed.path()),
+        metrics_without_timing(whole.path())
+    );
+}
+
+#[test]
 fn corrupted_checkpoint_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     run(&tiny(10), dir.path(), Start::New, None).unwrap();
