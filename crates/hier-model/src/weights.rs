@@ -3,7 +3,7 @@
 //!
 //! A parameter's reference key comes from hier's own module structure: its field path (the
 //! field names, `Vec` indices and enum variants that Burn's visitors pass to `enter_module`,
-//! which mirror the reference), renamed by [`reference_names`] (burn-store's [`KeyRemapper`])
+//! which mirror the reference), renamed by `reference_names` (burn-store's [`KeyRemapper`])
 //! where the reference differs: its `nn.Sequential` indices, and hier's [`crate::Attention`]
 //! enum. Layouts are left to burn-store's PyTorch adapters ([`BurnToPyTorchAdapter`],
 //! [`PyTorchToBurnAdapter`]: `Linear` weights are `[in, out]` in Burn, `[out, in]` in PyTorch;
