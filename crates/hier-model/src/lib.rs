@@ -74,6 +74,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#![warn(missing_docs)]
+
 mod block;
 pub mod cache;
 mod compressor;
@@ -91,6 +93,7 @@ pub mod model_dir;
 mod next_latent;
 pub mod objectives;
 pub mod spec;
+pub mod synthetic;
 mod token_shift;
 pub mod weights;
 

@@ -5,6 +5,7 @@ mod common;
 
 use burn::backend::Flex;
 use burn::tensor::{Int, Tensor, TensorData};
+use hier_model::synthetic::token_ids;
 use hier_model::{model_dir, HierarchicalTransformer};
 
 type B = Flex;
@@ -17,22 +18,9 @@ fn logits(model: &HierarchicalTransformer<B>, ids: &[i64]) -> Vec<f32> {
     model.forward(t).unwrap().into_data().to_vec().unwrap()
 }
 
-/// Simple deterministic ids in 1..vocab.
-fn ids(n: usize, vocab: usize, salt: u64) -> Vec<i64> {
-    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ salt;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            1 + (x % (vocab as u64 - 1)) as i64
-        })
-        .collect()
-}
-
 fn assert_causal(model: &HierarchicalTransformer<B>, n: usize, label: &str) {
     let vocab = model.spec().num_tokens;
-    let base = ids(n, vocab, n as u64);
+    let base = token_ids(n, vocab, n as u64);
     let reference = logits(model, &base);
     for t in 0..n {
         let mut changed = base.clone();

@@ -8,24 +8,13 @@ use std::time::Instant;
 use burn::backend::{Autodiff, Flex};
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::tensor::{Int, Tensor, TensorData};
+use hier_model::synthetic::token_ids;
 use hier_model::{HierarchicalTransformer, HierarchicalTransformerConfig};
 use hier_train::parallel::{on_replicas, on_threads, Peer};
 use hier_train::{cpu_replicas, BatchSplit};
 
 type B = Flex;
 type Ad = Autodiff<Flex>;
-
-fn ids(rows: usize, len: usize, vocab: usize, seed: u64) -> Vec<i64> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..rows * len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            1 + (x % (vocab as u64 - 1)) as i64
-        })
-        .collect()
-}
 
 /// Milliseconds of each of `steps` calls of `f`, after one untimed call.
 fn time(steps: usize, mut f: impl FnMut(usize)) -> Vec<f64> {
@@ -51,7 +40,7 @@ fn infer(config: &HierarchicalTransformerConfig, batch: usize, steps: usize) -> 
             .rows;
         let model = HierarchicalTransformer::<B>::init(config, 0, &device).unwrap();
         time(steps, |i| {
-            let x = ids(batch, n, vocab, i as u64)[rows.start * n..rows.end * n].to_vec();
+            let x = token_ids(batch * n, vocab, i as u64)[rows.start * n..rows.end * n].to_vec();
             let x = Tensor::<B, 2, Int>::from_data(TensorData::new(x, [rows.len(), n]), &device);
             let _ = model.forward(x).unwrap().narrow(1, n - 1, 1).into_data();
         })
@@ -76,7 +65,7 @@ fn replica_steps(
     let mut model = HierarchicalTransformer::<Ad>::init(config, 0, &device).unwrap();
     let mut optim = AdamConfig::new().with_epsilon(1e-8).init::<Ad, _>();
     time(steps, |i| {
-        let x = ids(batch, n + 1, vocab, i as u64);
+        let x = token_ids(batch * (n + 1), vocab, i as u64);
         let x = x[shard.rows.start * (n + 1)..shard.rows.end * (n + 1)].to_vec();
         let x =
             Tensor::<Ad, 2, Int>::from_data(TensorData::new(x, [shard.rows.len(), n + 1]), &device);

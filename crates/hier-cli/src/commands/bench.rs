@@ -8,6 +8,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use clap::ValueEnum;
 use hier_model::cache::generate_cached;
 use hier_model::generate::{generate_recompute, Sampler};
+use hier_model::synthetic::token_ids;
 use hier_model::{HierarchicalTransformer, HierarchicalTransformerConfig};
 use hier_train::parallel::{on_replicas, on_threads, Peer};
 use hier_train::BatchSplit;
@@ -66,18 +67,6 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn random_ids(batch: usize, len: usize, vocab: usize, seed: u64) -> Vec<i64> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..batch * len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            1 + (x % (vocab as u64 - 1)) as i64
-        })
-        .collect()
-}
-
 /// Time `steps` calls of `f` after `warmup` untimed ones; milliseconds per call.
 fn time(warmup: usize, steps: usize, mut f: impl FnMut(usize) -> Result<()>) -> Result<Vec<f64>> {
     for i in 0..warmup {
@@ -110,7 +99,7 @@ fn replica_steps(
     let mut model = HierarchicalTransformer::<Ad>::init(config, 0, device)?;
     let mut optim = AdamConfig::new().with_epsilon(1e-8).init::<Ad, _>();
     time(args.warmup, args.steps, |i| {
-        let ids = random_ids(args.batch, n + 1, vocab, i as u64);
+        let ids = token_ids(args.batch * (n + 1), vocab, i as u64);
         let ids = ids[shard.rows.start * (n + 1)..shard.rows.end * (n + 1)].to_vec();
         let ids = Tensor::<Ad, 2, Int>::from_data(TensorData::new(ids, [rows, n + 1]), device);
         let grads = model.forward_loss(ids)?.total.backward();
@@ -147,7 +136,7 @@ fn infer_times(config: &HierarchicalTransformerConfig, args: &Args) -> Result<Ve
         let rows = BatchSplit::Shared.shard(rank, world, args.batch, 1)?.rows;
         let model = HierarchicalTransformer::<Backend>::init(config, 0, device)?;
         time(args.warmup, args.steps, |i| {
-            let ids = random_ids(args.batch, n, vocab, i as u64);
+            let ids = token_ids(args.batch * n, vocab, i as u64);
             let ids = ids[rows.start * n..rows.end * n].to_vec();
             let ids = TensorData::new(ids, [rows.len(), n]);
             let logits = model.forward(Tensor::<Backend, 2, Int>::from_data(ids, device))?;
