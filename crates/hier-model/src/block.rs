@@ -10,11 +10,14 @@ use crate::token_shift::token_shift;
 /// The attention of one hierarchical block.
 #[derive(Module, Debug)]
 pub enum Attention<B: Backend> {
+    /// Sliding-window causal attention ([`AttentionKind::Local`]).
     Local(LocalAttention<B>),
+    /// Full causal attention with xPos ([`AttentionKind::Full`]).
     Full(FullAttention<B>),
 }
 
 impl<B: Backend> Attention<B> {
+    /// `[batch, n, dim] -> [batch, n, dim]`, causal; the residual is added by the caller.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         match self {
             Attention::Local(a) => a.forward(x),
@@ -29,13 +32,18 @@ impl<B: Backend> Attention<B> {
 /// tokens) away, and one attention step spans `c` original tokens.
 #[derive(Module, Debug)]
 pub struct HierarchicalBlock<B: Backend> {
+    /// `None` when the hierarchy's window is 0 ([`AttentionKind::None`]).
     pub attn: Option<Attention<B>>,
+    /// The feed-forward sub-layer.
     pub ff: FeedForward<B>,
+    /// Compression factor `c` of the hierarchy.
     pub factor: usize,
+    /// Compressor stride `s` of the hierarchy; `c / s` is the number of axial sub-sequences.
     pub stride: usize,
 }
 
 impl<B: Backend> HierarchicalBlock<B> {
+    /// A freshly initialised block for hierarchy `h`, with the attention its spec resolved to.
     pub fn new(h: &HierarchySpec, device: &B::Device) -> Self {
         let attn = match h.attention {
             AttentionKind::None => None,

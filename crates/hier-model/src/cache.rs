@@ -37,6 +37,8 @@ pub struct KvCache<B: Backend> {
 }
 
 impl<B: Backend> KvCache<B> {
+    /// An empty cache; `keep: Some(w)` retains only the last `w` positions (local attention
+    /// needs `window + 1`), `None` keeps them all.
     pub fn new(keep: Option<usize>) -> Self {
         KvCache {
             k: None,
@@ -68,6 +70,7 @@ impl<B: Backend> KvCache<B> {
         self.k.as_ref().map_or(0, |k| k.dims()[2])
     }
 
+    /// No position cached yet.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -80,6 +83,7 @@ pub struct Window<B: Backend> {
 }
 
 impl<B: Backend> Window<B> {
+    /// A window of `size` zero rows of width `dim`, per batch row.
     pub fn new(batch: usize, size: usize, dim: usize, device: &B::Device) -> Self {
         Window {
             rows: Tensor::zeros([batch, size, dim], device),
@@ -211,6 +215,7 @@ pub struct Cache<B: Backend> {
 }
 
 impl<B: Backend> Cache<B> {
+    /// An empty state for decoding `batch` sequences with `model`, at position 0.
     pub fn new(model: &HierarchicalTransformer<B>, batch: usize, device: &B::Device) -> Self {
         let spec = model.spec();
         let widest = spec.hierarchies.iter().map(|h| h.factor).max().unwrap_or(1);

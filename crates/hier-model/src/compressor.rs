@@ -28,11 +28,15 @@ pub struct Compressor<B: Backend> {
     pub conv_out: Option<Conv1d<B>>,
     /// `c > 1` with reconstruction: `Linear(dim, c * num_tokens)`.
     pub to_recon: Option<Linear<B>>,
+    /// Compression factor `c`: the convolution's kernel width.
     pub factor: usize,
+    /// Stride `s`: one compressed token every `s` original positions.
     pub stride: usize,
 }
 
 impl<B: Backend> Compressor<B> {
+    /// A freshly initialised compressor for hierarchy `h`; `recon` adds the reconstruction
+    /// head (only for `c > 1`).
     pub fn new(
         h: &HierarchySpec,
         token_dim: usize,

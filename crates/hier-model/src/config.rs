@@ -169,9 +169,12 @@ pub struct HierarchicalTransformerConfig {
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum AttentionImplementation {
+    /// Fused without autodiff, explicit when training.
     #[default]
     Auto,
+    /// Always Burn's fused attention op.
     Fused,
+    /// Always matmul-softmax-matmul.
     Explicit,
 }
 

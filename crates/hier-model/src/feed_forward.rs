@@ -17,12 +17,16 @@ pub struct FeedForwardConfig {
 /// `RMSNorm -> Linear -> GELU -> Linear`, bias-free (the reference's `ff.net.{0,1,3}`).
 #[derive(Module, Debug)]
 pub struct FeedForward<B: Backend> {
+    /// Pre-norm over `dim`.
     pub norm: RmsNorm<B>,
+    /// `Linear(dim, mult * dim)`.
     pub proj_in: Linear<B>,
+    /// `Linear(mult * dim, dim)`.
     pub proj_out: Linear<B>,
 }
 
 impl FeedForwardConfig {
+    /// A freshly initialised feed-forward.
     pub fn init<B: Backend>(&self, device: &B::Device) -> FeedForward<B> {
         let hidden = self.dim * self.mult;
         FeedForward {

@@ -19,14 +19,31 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum FileError {
     #[error("is {kind}, not a regular file; hier reads only regular files (or symlinks to them) — give the path of a regular file")]
-    NotRegular { kind: &'static str },
+    /// A directory, FIFO, device or socket: reading it could block or never end.
+    NotRegular {
+        /// What it is instead, e.g. `a FIFO (named pipe)`.
+        kind: &'static str,
+    },
     #[error(
         "is {len} bytes, more than the {limit} bytes allowed for this file; is it the right file?"
     )]
-    TooLarge { len: u64, limit: u64 },
+    /// Longer than the limit the caller set for this kind of file.
+    TooLarge {
+        /// Its length in bytes.
+        len: u64,
+        /// The most bytes allowed.
+        limit: u64,
+    },
     #[error("changed while it was read (expected {expected} bytes, read {read}); do not modify it while hier runs")]
-    Changed { expected: u64, read: u64 },
+    /// Its length changed between opening and reading.
+    Changed {
+        /// Length when opened.
+        expected: u64,
+        /// Bytes actually read.
+        read: u64,
+    },
     #[error("already exists; hier does not overwrite files — remove it or choose another --out")]
+    /// An output file that is already there; hier never replaces one.
     Exists,
 }
 
@@ -44,14 +61,31 @@ impl From<FileError> for io::Error {
 #[derive(Debug, Error)]
 pub enum OutDirError {
     #[error("{path} is not empty (it holds {entries}); hier writes only into a new or empty directory, so that nothing there is overwritten — continue a training run there with `hier train --resume {path}`, or choose another --out")]
-    NotEmpty { path: String, entries: String },
-    #[error("{path} exists and is not a directory; choose another --out")]
-    NotADirectory { path: String },
-    #[error("{path} is in use: another process (a running `hier train`?) holds its lock; wait for it to finish, or use another directory")]
-    Locked { path: String },
-    #[error("{path}: {source}")]
-    Io {
+    /// The directory already holds something.
+    NotEmpty {
+        /// The directory.
         path: String,
+        /// The first few entries' names, for the message.
+        entries: String,
+    },
+    #[error("{path} exists and is not a directory; choose another --out")]
+    /// The path exists and is a file (or something else), not a directory.
+    NotADirectory {
+        /// The path.
+        path: String,
+    },
+    #[error("{path} is in use: another process (a running `hier train`?) holds its lock; wait for it to finish, or use another directory")]
+    /// Another process holds the directory's lock.
+    Locked {
+        /// The directory.
+        path: String,
+    },
+    #[error("{path}: {source}")]
+    /// Creating, inspecting or locking the directory failed.
+    Io {
+        /// The path the error was met on.
+        path: String,
+        /// The underlying I/O error.
         #[source]
         source: io::Error,
     },

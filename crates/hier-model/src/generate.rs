@@ -23,6 +23,8 @@ pub fn top_k_count(filter_thres: f64, vocab: usize) -> usize {
 }
 
 impl Sampler {
+    /// A sampler seeded with `seed`. Refuses a temperature that is negative or not finite and
+    /// a `filter_thres` outside `[0, 1)`.
     pub fn new(temperature: f64, filter_thres: f64, seed: u64) -> Result<Self, InputError> {
         if !temperature.is_finite() || temperature < 0.0 {
             return Err(InputError::Generation {

@@ -30,9 +30,13 @@ pub enum Pass {
 /// `batch` sequences of `len` tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Workload {
+    /// What is done with the model.
     pub pass: Pass,
+    /// Sequences per replica.
     pub batch: usize,
+    /// Tokens per sequence (for [`Pass::Decode`], prompt plus new tokens).
     pub len: usize,
+    /// Data-parallel copies of the model (0 counts as 1).
     pub replicas: usize,
 }
 
@@ -46,6 +50,7 @@ pub struct MemoryEstimate {
     pub model_bytes: f64,
     /// Per replica: activations (and, for decoding, the caches).
     pub activation_bytes: f64,
+    /// Copies of the model, at least 1; [`Self::total`] multiplies by it.
     pub replicas: usize,
 }
 
@@ -60,9 +65,13 @@ impl MemoryEstimate {
 #[derive(Debug, Error, Clone, PartialEq)]
 #[error("this needs about {} of memory ({}) but only {} is available; {fix}", human(*needed), breakdown(estimate), human(*available as f64))]
 pub struct MemoryError {
+    /// Bytes the operation needs ([`MemoryEstimate::total`]).
     pub needed: f64,
+    /// Bytes available.
     pub available: u64,
+    /// The estimate, by part, for the message.
     pub estimate: MemoryEstimate,
+    /// What to shrink: the model, the number of replicas, or the batch and length.
     pub fix: &'static str,
 }
 

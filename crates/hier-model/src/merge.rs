@@ -33,12 +33,16 @@ pub fn hierarchical_cat<B: Backend>(tokens: &[Tensor<B, 3>], strides: &[usize]) 
 /// (the reference's `hierarchical_merges.l.net.{0,1,3}`).
 #[derive(Module, Debug)]
 pub struct HierarchicalMerge<B: Backend> {
+    /// Pre-norm over the concatenated width `S`.
     pub norm: RmsNorm<B>,
+    /// `Linear(S, 2o)`, with bias.
     pub proj_in: Linear<B>,
+    /// `Linear(2o, o)`, with bias.
     pub proj_out: Linear<B>,
 }
 
 impl<B: Backend> HierarchicalMerge<B> {
+    /// A freshly initialised merge from `total_dim` (`S`) to `dim_out` (`o`).
     pub fn new(total_dim: usize, dim_out: usize, device: &B::Device) -> Self {
         HierarchicalMerge {
             norm: RmsNormConfig::new(total_dim).init(device),

@@ -161,6 +161,7 @@ impl<B: Backend> HierarchicalTransformer<B> {
         })
     }
 
+    /// The validated description the model was built from.
     pub fn spec(&self) -> &ModelSpec {
         &self.spec
     }
@@ -280,6 +281,7 @@ impl<B: Backend> HierarchicalTransformer<B> {
         self.forward_loss_with(ids, ForwardOptions::default())
     }
 
+    /// [`Self::forward_loss`] with [`ForwardOptions`] (e.g. the merge ablation).
     pub fn forward_loss_with(
         &self,
         ids: Tensor<B, 2, Int>,

@@ -14,7 +14,9 @@ use crate::files::{self, PathIoError};
 use crate::model::HierarchicalTransformer;
 use crate::weights;
 
+/// The model's [`HierarchicalTransformerConfig`] as JSON, inside a model directory.
 pub const CONFIG_FILE: &str = "config.json";
+/// The weights (the reference's state_dict layout), inside a model directory.
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 
 impl PathIoError for LoadError {

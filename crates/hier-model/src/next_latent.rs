@@ -16,11 +16,14 @@ use crate::spec::{HierarchySpec, ModelSpec};
 pub struct ChunkSummarizer<B: Backend> {
     /// `nn.Linear(token_dim, dim)` with bias, when the widths differ.
     pub proj: Option<Linear<B>>,
+    /// Compression factor `c`: tokens per chunk.
     pub factor: usize,
+    /// Stride `s`: one summary every `s` original positions.
     pub stride: usize,
 }
 
 impl<B: Backend> ChunkSummarizer<B> {
+    /// The summariser of hierarchy `h`, projecting from the `token_dim`-wide embedding.
     pub fn new(h: &HierarchySpec, token_dim: usize, device: &B::Device) -> Self {
         ChunkSummarizer {
             proj: (h.dim != token_dim).then(|| LinearConfig::new(token_dim, h.dim).init(device)),
@@ -75,11 +78,14 @@ pub(crate) fn stride_rows<B: Backend>(
 /// an untrained model predicts "no change".
 #[derive(Module, Debug)]
 pub struct NextLatDynamics<B: Backend> {
+    /// LayerNorm over the concatenated `[latent, summary]`, width `2 * dim`.
     pub norm: LayerNorm<B>,
+    /// The MLP's linear layers, GELU between them: `2 * dim -> hidden -> ... -> dim`.
     pub layers: Vec<Linear<B>>,
 }
 
 impl<B: Backend> NextLatDynamics<B> {
+    /// `num_layers` linear layers of width `hidden` on a `dim`-wide latent, the last zeroed.
     pub fn new(dim: usize, hidden: usize, num_layers: usize, device: &B::Device) -> Self {
         let layers = (0..num_layers)
             .map(|i| {

@@ -10,7 +10,10 @@ pub enum AttentionKind {
     /// `window_sizes[i] == 0`: token shift and feed-forward only.
     None,
     /// Local attention over `window` previous axial steps.
-    Local { window: usize },
+    Local {
+        /// Keys each query sees before its own position, in axial steps.
+        window: usize,
+    },
     /// Full causal attention (window `null`, or a window the effective length cannot hold).
     Full,
 }
@@ -22,12 +25,19 @@ pub struct HierarchySpec {
     pub factor: usize,
     /// Stride `s` of the compressor: the compressed stream has `ceil(n / s)` tokens.
     pub stride: usize,
+    /// Width of this hierarchy's stream.
     pub dim: usize,
+    /// Width of each attention head.
     pub dim_head: usize,
+    /// Attention heads.
     pub heads: usize,
+    /// Feed-forward hidden width is `ff_mult * dim`.
     pub ff_mult: usize,
+    /// The attention its blocks use, after the reference's window replacement.
     pub attention: AttentionKind,
+    /// How that attention is computed (fused op or explicit matmuls).
     pub attention_implementation: hier_attn::AttentionImpl,
+    /// Weight of this hierarchy's next-latent loss; 0 = none.
     pub next_latent_loss_weight: f64,
 }
 
@@ -41,26 +51,41 @@ impl HierarchySpec {
 /// A validated model description.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelSpec {
+    /// Vocabulary size.
     pub num_tokens: usize,
+    /// Layers, each one block per hierarchy followed by a merge.
     pub depth: usize,
+    /// Longest input the model accepts.
     pub seq_len: usize,
+    /// One entry per hierarchy, in the config's order.
     pub hierarchies: Vec<HierarchySpec>,
     /// Index of the hierarchy that predicts the next token.
     pub predict: usize,
     /// Width of the shared token embedding (`max(dims)`).
     pub token_dim: usize,
+    /// Merge into every hierarchy after each layer, not only the predicting one.
     pub hierarchy_merge_all: bool,
+    /// Predict from all hierarchies' final embeddings concatenated.
     pub predict_use_all_hierarchy: bool,
+    /// Weight of the reconstruction loss; 0 = no reconstruction heads.
     pub recon_loss_weight: f64,
+    /// Distance between predicted and actual next latents.
     pub next_latent_loss_type: NextLatentLossType,
+    /// Steps the latent dynamics are rolled out.
     pub num_rollouts: usize,
+    /// Stop gradients into the token embedding through the chunk summaries.
     pub detach_summaries: bool,
+    /// Hidden width of the latent dynamics MLP (`None`: the hierarchy's width).
     pub dynamics_hidden_dim: Option<usize>,
+    /// Linear layers of the latent dynamics MLP.
     pub dynamics_num_layers: usize,
+    /// Down-weight later rollout steps by the loss of the earlier ones.
     pub dynamic_rollout_loss_weight: bool,
+    /// Decay rate of that down-weighting.
     pub dynamic_loss_decay: f64,
     /// Rollout weights normalised to sum 1.
     pub rollout_weights: Vec<f64>,
+    /// Label id that contributes no loss.
     pub ignore_index: i64,
     /// Windows the reference replaces by full attention: `(factor, window)`.
     pub replaced_windows: Vec<(usize, usize)>,
@@ -71,10 +96,12 @@ pub struct ModelSpec {
 }
 
 impl ModelSpec {
+    /// The model has reconstruction heads and loss (`recon_loss_weight > 0`).
     pub fn should_recon(&self) -> bool {
         self.recon_loss_weight > 0.0
     }
 
+    /// Some hierarchy has a next-latent loss, so the model has summarisers and dynamics.
     pub fn has_next_latent_loss(&self) -> bool {
         self.hierarchies
             .iter()
@@ -86,10 +113,12 @@ impl ModelSpec {
         self.hierarchies.iter().map(|h| h.dim).sum()
     }
 
+    /// Each hierarchy's width, in order.
     pub fn dims(&self) -> Vec<usize> {
         self.hierarchies.iter().map(|h| h.dim).collect()
     }
 
+    /// Each hierarchy's compressor stride, in order (what [`crate::hierarchical_cat`] aligns by).
     pub fn strides(&self) -> Vec<usize> {
         self.hierarchies.iter().map(|h| h.stride).collect()
     }

@@ -35,7 +35,9 @@ use crate::spec::{AttentionKind, ModelSpec};
 /// A host tensor: shape and row-major f32 values.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostTensor {
+    /// Dimensions, outermost first.
     pub shape: Vec<usize>,
+    /// `shape.iter().product()` values, row-major.
     pub values: Vec<f32>,
 }
 
@@ -243,7 +245,10 @@ pub enum InitKind {
     /// `nn.Embedding`: N(0, 1).
     Normal,
     /// `nn.Linear` / `nn.Conv1d` weight and bias: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
-    Uniform { fan_in: usize },
+    Uniform {
+        /// Inputs per output unit (`in_features`, or `in_channels * kernel`).
+        fan_in: usize,
+    },
     /// Norm gains.
     Ones,
     /// Norm shifts, and the last layer of the latent dynamics.
@@ -253,8 +258,11 @@ pub enum InitKind {
 /// One parameter: reference key, PyTorch-layout shape, and how it is initialised.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParamInfo {
+    /// The reference's state_dict key, e.g. `layers.0.1.ff.net.1.weight`.
     pub key: String,
+    /// Shape in PyTorch's layout (a linear weight is `[out, in]`).
     pub shape: Vec<usize>,
+    /// How the reference initialises it.
     pub init: InitKind,
 }
 
