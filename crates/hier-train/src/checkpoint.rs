@@ -31,9 +31,12 @@ use thiserror::Error;
 use crate::digest::sha256_hex;
 use crate::options::TrainConfig;
 
+/// The checkpoint's directory inside a run directory: `model.mpk`, `optimizer.mpk` and
+/// `state.json` ([`State`]), replaced as a whole on every save.
 pub const CHECKPOINT_DIR: &str = "checkpoint";
 const TMP_DIR: &str = ".checkpoint.tmp";
 const OLD_DIR: &str = ".checkpoint.old";
+/// The run's [`TrainConfig`] inside a run directory, read back by `--resume`.
 pub const TRAIN_CONFIG_FILE: &str = "train.json";
 
 /// What a checkpoint records besides the weights and the optimizer.
@@ -41,27 +44,49 @@ pub const TRAIN_CONFIG_FILE: &str = "train.json";
 pub struct State {
     /// Optimizer steps done.
     pub step: u64,
+    /// SHA-256 (hex) of `model.mpk`, checked on load.
     pub model_sha256: String,
+    /// SHA-256 (hex) of `optimizer.mpk`, checked on load.
     pub optimizer_sha256: String,
     /// The model config the weights belong to (absent in checkpoints of older versions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<HierarchicalTransformerConfig>,
 }
 
+/// A checkpoint or run directory that cannot be saved or resumed from.
 #[derive(Debug, Error)]
 pub enum CheckpointError {
+    /// Reading or writing a file failed.
     #[error("{path}: {source}")]
     Io {
+        /// The file or directory.
         path: String,
+        /// The underlying I/O error.
         #[source]
         source: std::io::Error,
     },
     #[error("{path} is not a run directory with a checkpoint (no {CHECKPOINT_DIR}/state.json); start a new run with --out instead of --resume")]
-    NotFound { path: String },
+    /// The run directory has no `train.json`, or no checkpoint to resume from.
+    NotFound {
+        /// The run directory.
+        path: String,
+    },
     #[error("checkpoint {path} is corrupted ({what}); it cannot be resumed from — restore it from a backup or start a new run")]
-    Corrupt { path: String, what: String },
+    /// Unreadable state or config, a checksum mismatch, or records that do not decode.
+    Corrupt {
+        /// The checkpoint or run directory, or the file at fault.
+        path: String,
+        /// What is wrong.
+        what: String,
+    },
     #[error("{path}: the model config in {TRAIN_CONFIG_FILE} differs from the one the checkpoint was trained with (key(s) {keys}); the checkpoint's weights fit only their own config — undo the edit to the \"model\" section of {TRAIN_CONFIG_FILE} (the checkpoint's config is in {CHECKPOINT_DIR}/state.json), or start a new run with --out")]
-    ConfigMismatch { path: String, keys: String },
+    /// `train.json`'s model config was edited after the checkpoint was written.
+    ConfigMismatch {
+        /// The run directory.
+        path: String,
+        /// The differing keys, comma-separated.
+        keys: String,
+    },
 }
 
 impl PathIoError for CheckpointError {

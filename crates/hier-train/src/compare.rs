@@ -9,7 +9,9 @@ use crate::metrics::{read, Record};
 /// One run's summary and validation curve.
 #[derive(Debug, Clone)]
 pub struct RunSummary {
+    /// Label of the run in the table and plot.
     pub name: String,
+    /// Parameter count of the run's model.
     pub parameters: usize,
     /// `(step, seconds, bpc)` per validation.
     pub curve: Vec<(u64, f64, f64)>,
@@ -39,10 +41,12 @@ impl RunSummary {
         })
     }
 
+    /// Bits per character of the last validation (NaN without one).
     pub fn final_bpc(&self) -> f64 {
         self.curve.last().map_or(f64::NAN, |c| c.2)
     }
 
+    /// Lowest validation bits per character (NaN without a validation).
     pub fn best_bpc(&self) -> f64 {
         self.curve.iter().map(|c| c.2).fold(f64::NAN, f64::min)
     }

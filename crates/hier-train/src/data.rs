@@ -21,36 +21,60 @@ pub const SHAKESPEARE_GZ: &[u8] = include_bytes!("../data/shakespeare.txt.gz");
 /// A problem with a dataset.
 #[derive(Debug, Error)]
 pub enum DataError {
+    /// Reading the dataset failed (missing, not a regular file, not valid gzip, ...).
     #[error("dataset {path}: {source}; check the path given to --data")]
     Io {
+        /// The dataset file.
         path: String,
+        /// The underlying I/O error.
         #[source]
         source: std::io::Error,
     },
     #[error("dataset {path} is empty; give a file with text in it")]
-    Empty { path: String },
-    #[error("the {split} split of {path} has {len} bytes, fewer than seq_len + 1 = {needed}; use a larger file or a smaller seq_len")]
-    TooShort {
+    /// A file with no bytes.
+    Empty {
+        /// The dataset file.
         path: String,
+    },
+    #[error("the {split} split of {path} has {len} bytes, fewer than seq_len + 1 = {needed}; use a larger file or a smaller seq_len")]
+    /// A split shorter than one training window.
+    TooShort {
+        /// The corpus's name.
+        path: String,
+        /// `train`, `valid` or `test`.
         split: &'static str,
+        /// Bytes in the split.
         len: usize,
+        /// `seq_len + 1`.
         needed: usize,
     },
     #[error("dataset {path} has no {split} split")]
-    NoSplit { path: String, split: &'static str },
+    /// A split the corpus does not have (only enwik8 has a test split).
+    NoSplit {
+        /// The corpus's name.
+        path: String,
+        /// The split asked for.
+        split: &'static str,
+    },
     #[error("{0}")]
+    /// enwik8 that is missing, of the wrong size or checksum, or could not be downloaded;
+    /// the message says what to do.
     Download(String),
 }
 
 /// Which part of a corpus.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Split {
+    /// The bytes trained on.
     Train,
+    /// Held out for validation during training and for `eval`.
     Valid,
+    /// Held out for the final evaluation (enwik8 only).
     Test,
 }
 
 impl Split {
+    /// `train`, `valid` or `test`, as in messages.
     pub fn name(self) -> &'static str {
         match self {
             Split::Train => "train",
@@ -153,6 +177,7 @@ impl Corpus {
         }
     }
 
+    /// A label for messages: the file's path, or `shakespeare (embedded)`.
     pub fn name(&self) -> &str {
         &self.name
     }

@@ -82,6 +82,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod checkpoint;
 pub mod clip;
 pub mod compare;

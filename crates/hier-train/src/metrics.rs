@@ -17,10 +17,15 @@ pub const METRICS_FILE: &str = "metrics.jsonl";
 /// One training step.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct StepMetrics {
+    /// Optimizer steps done, this one included (1-based).
     pub step: u64,
+    /// Total weighted loss, the quantity differentiated.
     pub loss: f64,
+    /// Next-token cross-entropy (nats).
     pub ce_loss: f64,
+    /// Next-latent loss (0 when no hierarchy has one).
     pub next_latent_loss: f64,
+    /// Reconstruction loss (0 unless `recon_loss_weight > 0`).
     pub recon_loss: f64,
     /// Future-token loss (0 unless `prophet_loss_weight > 0`).
     #[serde(default)]
@@ -28,16 +33,22 @@ pub struct StepMetrics {
     /// Hierarchical autoregressive loss (0 unless `hierarchical_ar_loss_weight > 0`).
     #[serde(default)]
     pub hierarchical_ar_loss: f64,
+    /// Learning rate the step was taken with.
     pub lr: f64,
+    /// Global gradient norm before clipping.
     pub grad_norm: f64,
+    /// Tokens trained per second in this step, all replicas together.
     pub tokens_per_s: f64,
 }
 
 /// One validation.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct ValidMetrics {
+    /// The optimizer step after which it ran.
     pub step: u64,
+    /// Mean cross-entropy (nats) over the validation crops.
     pub valid_loss: f64,
+    /// `valid_loss / ln 2`: bits per character.
     pub valid_bpc: f64,
     /// Seconds of training since this process started the run (or resumed it).
     #[serde(default)]
@@ -48,11 +59,14 @@ pub struct ValidMetrics {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Record {
+    /// `"kind": "train"`: an optimizer step.
     Train(StepMetrics),
+    /// `"kind": "valid"`: a validation.
     Valid(ValidMetrics),
 }
 
 impl Record {
+    /// The step the record belongs to.
     pub fn step(&self) -> u64 {
         match self {
             Record::Train(m) => m.step,
@@ -61,6 +75,7 @@ impl Record {
     }
 }
 
+/// `metrics.jsonl` open for appending; each record is flushed as it is written.
 pub struct MetricsLog {
     path: PathBuf,
     file: File,
@@ -87,6 +102,7 @@ impl MetricsLog {
         Ok(MetricsLog { path, file })
     }
 
+    /// Append `record` as one JSON line.
     pub fn write(&mut self, record: &Record) -> std::io::Result<()> {
         writeln!(
             self.file,
@@ -96,6 +112,7 @@ impl MetricsLog {
         self.file.flush()
     }
 
+    /// The file written.
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -66,7 +66,9 @@ impl Default for TrainOptions {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TrainConfig {
+    /// The model to train, as in a model directory's `config.json`.
     pub model: HierarchicalTransformerConfig,
+    /// Batch, schedule, validation, checkpoints (defaults when absent).
     #[serde(default)]
     pub train: TrainOptions,
     /// Training data: a file (raw bytes or `.gz`), a directory holding `enwik8`, or `null` for
@@ -79,11 +81,16 @@ pub struct TrainConfig {
 #[derive(Debug, thiserror::Error, PartialEq)]
 #[error("training option `{key}`: {problem}")]
 pub struct OptionsError {
+    /// The option at fault.
     pub key: &'static str,
+    /// What is wrong with its value.
     pub problem: String,
 }
 
 impl TrainOptions {
+    /// Check the options, reporting the first problem: `batch_size`, `grad_accum`, `max_steps`,
+    /// `validate_every`, `checkpoint_every` and `valid_batches` at least 1, `lr` positive,
+    /// `0 <= min_lr <= lr`, `clip_grad_norm >= 0`, all finite.
     pub fn validate(&self) -> Result<(), OptionsError> {
         let err = |key, problem: &str| {
             Err(OptionsError {

@@ -18,20 +18,42 @@ use burn_collective::{
 use burn_communication::Address;
 use thiserror::Error;
 
+/// A data-parallel run that cannot be set up or continued.
 #[derive(Debug, Error)]
 pub enum ParallelError {
+    /// A node or orchestrator address that is not `ws://HOST:PORT`.
     #[error("{what} `{value}` is not a WebSocket address; write it as ws://HOST:PORT")]
-    Address { what: &'static str, value: String },
+    Address {
+        /// The option it came from, e.g. `--node-address`.
+        what: &'static str,
+        /// The address given.
+        value: String,
+    },
+    /// A node rank not below the number of nodes.
     #[error("--node-rank {rank} is outside 0..{nodes} (--nodes {nodes})")]
-    NodeRank { rank: usize, nodes: usize },
+    NodeRank {
+        /// This node's rank.
+        rank: usize,
+        /// Nodes in the run.
+        nodes: usize,
+    },
+    /// Zero devices (replicas) on this node.
     #[error("--devices must be at least 1")]
     NoDevices,
+    /// burn-collective's registration, all-reduce or shutdown failed.
     #[error("collective communication failed: {0:?}; check that every node runs with the same --nodes/--devices and reaches the orchestrator")]
     Collective(CollectiveError),
+    /// Another replica's step failed, so this one stopped too.
     #[error("another replica failed (rank 0 reports why); this replica stopped with it")]
     PeerFailed,
+    /// [`BatchSplit::Shared`] with more replicas than rows in a micro-batch.
     #[error("a batch of {batch} rows cannot be shared by {replicas} replicas; use at most {batch} replicas or a larger batch")]
-    BatchTooSmall { batch: usize, replicas: usize },
+    BatchTooSmall {
+        /// `batch_size`.
+        batch: usize,
+        /// Replicas over all nodes.
+        replicas: usize,
+    },
 }
 
 /// How the replicas of a data-parallel run share the work of a step.

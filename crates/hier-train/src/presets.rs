@@ -5,8 +5,10 @@ use hier_model::{HierarchicalTransformerConfig, PerHierarchy};
 
 use crate::options::{TrainConfig, TrainOptions};
 
+/// The names [`preset`] knows.
 pub const NAMES: &[&str] = &["tiny", "shakespeare", "enwik8"];
 
+/// The training config named `name` (one of [`NAMES`]), or `None`.
 pub fn preset(name: &str) -> Option<TrainConfig> {
     match name {
         "tiny" => {

@@ -4,11 +4,16 @@
 #[cfg(feature = "progress")]
 use indicatif::{ProgressBar, ProgressStyle};
 
+/// How a run reports its steps: a bar, log lines, or nothing.
 pub enum Progress {
+    /// An indicatif bar on stderr.
     #[cfg(feature = "progress")]
     Bar(ProgressBar),
+    /// A line on stderr every `every` steps and at the last one.
     Lines {
+        /// Steps between lines (at least 1).
         every: u64,
+        /// The step the run ends at.
         total: u64,
     },
     /// Nothing: the data-parallel replicas other than rank 0.
@@ -66,6 +71,7 @@ impl Progress {
         }
     }
 
+    /// Close the bar, leaving it on screen (nothing for lines).
     pub fn finish(&self) {
         #[cfg(feature = "progress")]
         if let Progress::Bar(bar) = self {

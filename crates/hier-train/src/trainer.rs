@@ -29,34 +29,50 @@ use crate::parallel::{on_replicas, BatchSplit, ParallelError, Peer, Replicas, Sh
 use crate::progress::Progress;
 use crate::schedule::learning_rate;
 
+/// Why a training run could not start or stopped early.
 #[derive(Debug, Error)]
 pub enum TrainError {
+    /// The model config is invalid.
     #[error(transparent)]
     Config(#[from] hier_model::ConfigError),
+    /// The training options are invalid.
     #[error(transparent)]
     Options(#[from] OptionsError),
+    /// The corpus cannot be read or is too short.
     #[error(transparent)]
     Data(#[from] DataError),
+    /// The checkpoint cannot be written or resumed from.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    /// The run directory cannot be claimed (not empty, locked, ...).
     #[error(transparent)]
     RunDir(#[from] hier_model::files::OutDirError),
+    /// The model refused its input (e.g. too few positions for the rollouts).
     #[error(transparent)]
     Input(#[from] hier_model::InputError),
+    /// The model directory cannot be written.
     #[error(transparent)]
     Model(#[from] hier_model::LoadError),
+    /// Reading or writing the metrics log failed.
     #[error("{path}: {source}")]
     Io {
+        /// The file or directory.
         path: String,
+        /// The underlying I/O error.
         #[source]
         source: std::io::Error,
     },
+    /// Data-parallel set-up or communication failed.
     #[error(transparent)]
     Parallel(#[from] crate::parallel::ParallelError),
+    /// The loss became NaN or infinite; nothing of that step was saved.
     #[error("the loss became {value} at step {step}; stopped without saving, the last good checkpoint (step {last_checkpoint}) is kept — lower the learning rate or check the data")]
     NonFinite {
+        /// Steps done before the one whose loss was not finite.
         step: u64,
+        /// The loss.
         value: f64,
+        /// The step of the checkpoint kept in the run directory.
         last_checkpoint: u64,
     },
 }
