@@ -367,7 +367,25 @@ pub fn load_state_dict<B: Backend>(
     mut tensors: HashMap<String, HostTensor>,
 ) -> Result<HierarchicalTransformer<B>, LoadError> {
     let params = reference_params(&model, Shapes);
-    for r in &params {
+    check_present_with_shapes(&params, &tensors)?;
+    check_rotary_constants(model.spec(), &mut tensors)?;
+    let (snapshots, keys) = snapshots_of(params, &mut tensors);
+    if !tensors.is_empty() {
+        let mut unexpected: Vec<String> = tensors.into_keys().collect();
+        unexpected.sort();
+        return Err(LoadError::Unexpected { keys: unexpected });
+    }
+    let result = model.apply(snapshots, None, Some(Box::new(PyTorchToBurnAdapter)), false);
+    apply_errors(&result, &keys)?;
+    Ok(model)
+}
+
+/// Every parameter's tensor is there with the shape the config needs (PyTorch layout).
+fn check_present_with_shapes(
+    params: &[Reference],
+    tensors: &HashMap<String, HostTensor>,
+) -> Result<(), LoadError> {
+    for r in params {
         let expected = r.snapshot.shape.to_vec();
         let Some(found) = tensors.get(&r.key) else {
             return Err(LoadError::Missing {
@@ -383,7 +401,16 @@ pub fn load_state_dict<B: Backend>(
             });
         }
     }
-    for (key, expected) in rotary_constants(model.spec()) {
+    Ok(())
+}
+
+/// The reference's constant rotary buffers are there and hold what they must (hier computes
+/// them itself); they are taken out of `tensors`.
+fn check_rotary_constants(
+    spec: &ModelSpec,
+    tensors: &mut HashMap<String, HostTensor>,
+) -> Result<(), LoadError> {
+    for (key, expected) in rotary_constants(spec) {
         let found = tensors.remove(&key).ok_or_else(|| LoadError::Missing {
             key: key.clone(),
             expected: expected.shape.clone(),
@@ -405,8 +432,20 @@ pub fn load_state_dict<B: Backend>(
             return Err(LoadError::Constant { key, difference });
         }
     }
-    // every parameter is there with its shape: each goes to burn-store's applier under its
-    // field path, in PyTorch layout (its adapter transposes the `Linear` weights on the host)
+    Ok(())
+}
+
+/// Field path → (reference key, shape), to report burn-store's errors under the reference's
+/// names.
+type KeysByPath = HashMap<String, (String, Vec<usize>)>;
+
+/// Each checked parameter's tensor, moved out of `tensors` into a snapshot for burn-store's
+/// applier under its field path, in PyTorch layout (its adapter transposes the `Linear` weights
+/// on the host).
+fn snapshots_of(
+    params: Vec<Reference>,
+    tensors: &mut HashMap<String, HostTensor>,
+) -> (Vec<TensorSnapshot>, KeysByPath) {
     let mut keys = HashMap::new();
     let mut snapshots = Vec::with_capacity(params.len());
     for r in params {
@@ -427,13 +466,12 @@ pub fn load_state_dict<B: Backend>(
         ));
         keys.insert(r.path, (r.key, r.snapshot.shape.to_vec()));
     }
-    if !tensors.is_empty() {
-        let mut unexpected: Vec<String> = tensors.into_keys().collect();
-        unexpected.sort();
-        return Err(LoadError::Unexpected { keys: unexpected });
-    }
-    let result = model.apply(snapshots, None, Some(Box::new(PyTorchToBurnAdapter)), false);
-    // not expected after the checks above; reported under the reference's names should it happen
+    (snapshots, keys)
+}
+
+/// burn-store's complaints, not expected after the checks above, reported under the
+/// reference's names should one happen.
+fn apply_errors(result: &burn_store::ApplyResult, keys: &KeysByPath) -> Result<(), LoadError> {
     let key = |path: &str| keys.get(path).map_or(path.to_string(), |(k, _)| k.clone());
     if let Some((path, _)) = result.missing.first() {
         let (key, expected) = keys
@@ -447,26 +485,26 @@ pub fn load_state_dict<B: Backend>(
             keys: result.unused.iter().map(|p| key(p)).collect(),
         });
     }
-    if let Some(error) = result.errors.first() {
-        return Err(match error {
-            ApplyError::ShapeMismatch {
-                path,
-                expected,
-                found,
-            } => LoadError::Shape {
-                key: key(path),
-                expected: expected.to_vec(),
-                found: found.to_vec(),
-            },
-            ApplyError::DTypeMismatch { path, .. }
+    match result.errors.first() {
+        None => Ok(()),
+        Some(ApplyError::ShapeMismatch {
+            path,
+            expected,
+            found,
+        }) => Err(LoadError::Shape {
+            key: key(path),
+            expected: expected.to_vec(),
+            found: found.to_vec(),
+        }),
+        Some(
+            error @ (ApplyError::DTypeMismatch { path, .. }
             | ApplyError::AdapterError { path, .. }
-            | ApplyError::LoadError { path, .. } => LoadError::Format {
-                path: key(path),
-                message: error.to_string(),
-            },
-        });
+            | ApplyError::LoadError { path, .. }),
+        ) => Err(LoadError::Format {
+            path: key(path),
+            message: error.to_string(),
+        }),
     }
-    Ok(model)
 }
 
 /// The gradient of every parameter that has one, under its reference key, PyTorch layout.
