@@ -1,5 +1,5 @@
-//! Named training setups: `tiny` (CI smoke runs), `shakespeare` (the CPU default, about ten
-//! minutes on two cores), `enwik8` (sized like the reference's `train.py`).
+//! Named training setups: `tiny` (CI smoke runs), `shakespeare` (the CPU default, 300 steps; under
+//! a minute on two cores, see the README), `enwik8` (sized like the reference's `train.py`).
 
 use hier_model::{HierarchicalTransformerConfig, PerHierarchy};
 
