@@ -39,13 +39,19 @@ pub const ON_CPU: bool = cfg!(not(any(feature = "cuda", feature = "wgpu")));
 /// replica per core sharing each batch (the same results as one replica, on all cores) and a
 /// GPU build one device.
 pub fn replicas(devices: Option<usize>, batch: usize) -> (Vec<Device>, hier_train::BatchSplit) {
+    let (count, split) = replica_plan(devices, batch);
+    (self::devices(count), split)
+}
+
+/// How many replicas [`replicas`] gives, and how they share the batch.
+pub fn replica_plan(devices: Option<usize>, batch: usize) -> (usize, hier_train::BatchSplit) {
     match devices {
-        Some(n) => (self::devices(n), hier_train::BatchSplit::PerReplica),
+        Some(n) => (n, hier_train::BatchSplit::PerReplica),
         None if ON_CPU => (
-            self::devices(hier_train::cpu_replicas(batch)),
+            hier_train::cpu_replicas(batch),
             hier_train::BatchSplit::Shared,
         ),
-        None => (self::devices(1), hier_train::BatchSplit::Shared),
+        None => (1, hier_train::BatchSplit::Shared),
     }
 }
 

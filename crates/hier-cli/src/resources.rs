@@ -77,13 +77,9 @@ pub fn check_devices(devices: Option<usize>) -> Result<()> {
 /// Replicas a command runs and the rows each takes of a `batch`: `--devices N` gives N
 /// replicas with the whole batch each; by default the CPU runs one per core sharing the batch.
 pub fn replica_rows(devices: Option<usize>, batch: usize) -> (usize, usize) {
-    match devices {
-        Some(n) => (n.max(1), batch),
-        None if ON_CPU => {
-            let copies = hier_train::cpu_replicas(batch);
-            (copies, batch.div_ceil(copies))
-        }
-        None => (1, batch),
+    match crate::backend::replica_plan(devices, batch) {
+        (n, hier_train::BatchSplit::PerReplica) => (n.max(1), batch),
+        (n, hier_train::BatchSplit::Shared) => (n, batch.div_ceil(n.max(1))),
     }
 }
 

@@ -181,8 +181,8 @@ pub fn run(args: Args) -> Result<()> {
         (None, Some(name)) => crate::configs::preset(name)?.model,
         (None, None) => bail!("give --config CONFIG.json or --preset NAME"),
     };
-    if args.batch == 0 || args.steps == 0 || args.devices == Some(0) {
-        bail!("--batch, --steps and --devices must be at least 1");
+    if args.batch == 0 || args.steps == 0 {
+        bail!("--batch and --steps must be at least 1");
     }
     if args.devices.is_some_and(|d| d > args.batch) {
         bail!(

@@ -77,10 +77,8 @@ pub fn run(args: Args) -> Result<()> {
         };
         crate::resources::check_memory(&config.model, work)
             .with_context(|| format!("in {}", path.display()))?;
+        // --out was claimed new or empty above and the names are distinct: no run is overwritten
         let dir = args.out.join(&name);
-        if dir.exists() {
-            bail!("{} already exists; choose another --out or remove it (a comparison never overwrites earlier runs)", dir.display());
-        }
         eprintln!("== {name}");
         let control = Control {
             interrupt: None::<&AtomicBool>,

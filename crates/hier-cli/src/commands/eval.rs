@@ -5,7 +5,7 @@ use clap::ValueEnum;
 use hier_train::eval_threads::evaluate_on_threads;
 use hier_train::{Corpus, Split};
 
-use crate::backend::{device, ON_CPU};
+use crate::backend::{device, replica_plan};
 
 #[derive(Clone, Copy, ValueEnum)]
 enum SplitArg {
@@ -44,13 +44,9 @@ pub fn run(args: Args) -> Result<()> {
     };
     let data = corpus.split(split)?;
     anyhow::ensure!(args.batch_size > 0, "--batch-size must be at least 1");
-    anyhow::ensure!(args.devices != Some(0), "--devices must be at least 1");
-    let threads = match args.devices {
-        Some(n) => n,
-        None if ON_CPU => hier_train::parallel::cpu_cores(),
-        None => 1,
-    };
     crate::resources::check_devices(args.devices)?;
+    // the replicas share windows, not rows: no batch caps their number
+    let (threads, _) = replica_plan(args.devices, usize::MAX);
     // memory: one estimate for the windows this split gives, checked before loading the model
     let config = crate::resources::model_config(&args.model)?;
     let window = data.len().min(config.seq_len.saturating_add(1));

@@ -253,7 +253,9 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     crate::resources::check_devices(args.devices)?;
-    let (copies, rows) = crate::resources::replica_rows(args.devices, config.train.batch_size);
+    // a multi-node run keeps one replica with its own batch per node unless told otherwise
+    let per_node = args.devices.or((args.nodes > 1).then_some(1));
+    let (copies, rows) = crate::resources::replica_rows(per_node, config.train.batch_size);
     let crop = config.model.seq_len.saturating_add(1);
     let work = hier_model::memory::Workload {
         replicas: copies,
@@ -290,8 +292,6 @@ pub fn run(args: Args) -> Result<()> {
         _ => bail!("a multi-node run needs --nodes N, --node-rank R, --orchestrator ws://HOST:PORT and --node-address ws://THIS_HOST:PORT (see the README)"),
     };
     check_cluster(&args, cluster.as_ref())?;
-    // a multi-node run keeps one replica with its own batch per node unless told otherwise
-    let per_node = args.devices.or((args.nodes > 1).then_some(1));
     let (devices, split) = replicas(per_node, config.train.batch_size);
     let outcome = hier_train::train_parallel::<Autodiff<Backend>>(
         &config,
