@@ -216,16 +216,24 @@ impl Peer {
         })
     }
 
-    /// `Σ_r weight_r · values_r` over all replicas.
+    /// `Σ_r weight_r · values_r` over all replicas: weighted here, summed by one all-reduce.
     pub fn weighted_sum<B: Backend>(
         &self,
         values: &[f64],
         weight: f64,
         device: &B::Device,
     ) -> Result<Vec<f64>, ParallelError> {
-        let scale = weight * self.world as f64;
-        let scaled: Vec<f64> = values.iter().map(|v| v * scale).collect();
-        self.mean::<B>(&scaled, device)
+        // the ring all-reduce between nodes slices a tensor into one part per node
+        let mut host: Vec<f32> = values.iter().map(|&v| (v * weight) as f32).collect();
+        host.resize(values.len().max(self.world), 0.0);
+        let len = host.len();
+        let t = Tensor::<B, 1>::from_data(TensorData::new(host, [len]), device);
+        let reduced = self.reduce::<B, 1>(t, ReduceOperation::Sum)?;
+        Ok(reduced
+            .into_data()
+            .iter::<f64>()
+            .take(values.len())
+            .collect())
     }
 
     /// The mean of `values` over all replicas.
@@ -234,17 +242,7 @@ impl Peer {
         values: &[f64],
         device: &B::Device,
     ) -> Result<Vec<f64>, ParallelError> {
-        // the ring all-reduce between nodes slices a tensor into one part per node
-        let mut host: Vec<f32> = values.iter().map(|&v| v as f32).collect();
-        host.resize(values.len().max(self.world), 0.0);
-        let len = host.len();
-        let t = Tensor::<B, 1>::from_data(TensorData::new(host, [len]), device);
-        let reduced = self.reduce::<B, 1>(t, ReduceOperation::Mean)?;
-        Ok(reduced
-            .into_data()
-            .iter::<f64>()
-            .take(values.len())
-            .collect())
+        self.weighted_sum::<B>(values, 1.0 / self.world as f64, device)
     }
 
     /// Replace every gradient of `module` by its mean over all replicas.
