@@ -2,11 +2,11 @@ use burn::module::Module;
 use burn::nn::conv::{Conv1d, Conv1dConfig};
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::module::linear;
-use burn::tensor::{activation::silu, backend::Backend, Tensor};
+use burn::tensor::{activation::silu, backend::Backend, Int, Tensor};
 
 use hier_attn::kernel::pad_end;
 
-use crate::loss::cross_entropy;
+use crate::loss::{cross_entropy, ids_at};
 use crate::spec::HierarchySpec;
 
 /// Turns the token embeddings into one hierarchy's input stream.
@@ -126,36 +126,25 @@ impl<B: Backend> Compressor<B> {
     /// `ignore_index`). `None` for `c = 1` or without a reconstruction head.
     ///
     /// * `embeds`: `[batch, n_c, dim]`, the hierarchy's final embeddings.
-    /// * `ids`: the input ids, row-major `[batch, n]`.
+    /// * `ids`: the input ids `[batch, n]`, on the device.
     pub fn recon_loss(
         &self,
         embeds: Tensor<B, 3>,
-        ids: &[i64],
-        batch: usize,
+        ids: Tensor<B, 2, Int>,
         ignore_index: i64,
     ) -> Option<Tensor<B, 1>> {
         let to_recon = self.to_recon.as_ref()?;
         let (c, s) = (self.factor, self.stride);
-        let n = ids.len() / batch;
-        let [_, positions, _] = embeds.dims();
+        let [batch, positions, _] = embeds.dims();
         let logits = to_recon.forward(embeds); // [b, n_c, c * V], offset major, vocabulary minor
         let vocab = logits.dims()[2] / c;
-        let mut targets = Vec::with_capacity(batch * positions * c);
-        for b in 0..batch {
-            for j in 0..positions {
-                for k in 0..c {
-                    let t = (j * s + k) as isize - (c as isize - 1);
-                    targets.push(if t < 0 {
-                        ignore_index
-                    } else {
-                        ids[b * n + t as usize]
-                    });
-                }
-            }
-        }
+        let taps: Vec<i64> = (0..positions)
+            .flat_map(|j| (0..c).map(move |k| (j * s + k) as i64 - (c as i64 - 1)))
+            .collect();
+        let targets = ids_at(ids, &taps, ignore_index).reshape([batch * positions * c]);
         Some(cross_entropy(
             logits.reshape([batch * positions * c, vocab]),
-            &targets,
+            targets,
             ignore_index,
         ))
     }

@@ -1,6 +1,6 @@
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
-use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
+use burn::tensor::{backend::Backend, Int, Tensor};
 use hier_attn::{LayerNorm, LayerNormConfig};
 
 use crate::block::HierarchicalBlock;
@@ -277,6 +277,10 @@ impl<B: Backend> HierarchicalTransformer<B> {
 
     /// Training losses for `ids [batch, n + 1]`: inputs `ids[:, :-1]`, labels `ids[:, 1:]`, as
     /// the reference's `forward(ids, return_loss=True)`.
+    ///
+    /// Nothing is read back to the host: the ids must lie in `0..num_tokens` (labels may also be
+    /// `ignore_index`), which callers check where the ids are built, on the host, with
+    /// [`check_vocabulary`] (as [`Self::forward`] requires of its ids too).
     pub fn forward_loss(&self, ids: Tensor<B, 2, Int>) -> Result<Losses<B>, InputError> {
         self.forward_loss_with(ids, ForwardOptions::default())
     }
@@ -295,15 +299,13 @@ impl<B: Backend> HierarchicalTransformer<B> {
             batch,
             n,
         } = self.training_ids(ids)?;
-        let input_ids =
-            Tensor::<B, 2, Int>::from_data(TensorData::new(inputs.clone(), [batch, n]), &device);
-        let x = self.token_emb.forward(input_ids);
+        let x = self.token_emb.forward(inputs.clone());
         let embeds = self.trunk(self.embed(x.clone()), options);
         let logits = self.logits(&embeds);
         let vocab = self.spec.num_tokens;
         let ce = cross_entropy(
             logits.clone().reshape([batch * n, vocab]),
-            &labels,
+            labels,
             self.spec.ignore_index,
         );
 
@@ -313,11 +315,10 @@ impl<B: Backend> HierarchicalTransformer<B> {
             &self.latent_dynamics,
             &embeds,
             x,
-            &inputs,
-            batch,
+            inputs.clone(),
         );
-        let recon = self.recon_loss(&embeds, &inputs, batch, &device);
-        let (prophet, hierarchical_ar) = self.extension_losses(&embeds, &all, &device);
+        let recon = self.recon_loss(&embeds, inputs, &device);
+        let (prophet, hierarchical_ar) = self.extension_losses(&embeds, all, &device);
         let total = ce.clone()
             + next_latent.clone()
             + recon.clone().mul_scalar(self.spec.recon_loss_weight)
@@ -337,22 +338,15 @@ impl<B: Backend> HierarchicalTransformer<B> {
         })
     }
 
-    /// `ids [batch, n + 1]` checked and split on the host into inputs and labels.
-    fn training_ids(&self, ids: Tensor<B, 2, Int>) -> Result<TrainingIds, InputError> {
+    /// `ids [batch, n + 1]` checked (shapes only) and split on the device into inputs and
+    /// labels.
+    fn training_ids(&self, ids: Tensor<B, 2, Int>) -> Result<TrainingIds<B>, InputError> {
         let [batch, total] = ids.dims();
         if total < 2 {
             return Err(InputError::TooShort { min: 2 });
         }
         let n = total - 1;
         self.check_len(n)?;
-        let all: Vec<i64> = ids_to_vec(ids)?;
-        check_vocabulary(&all, self.spec.num_tokens, self.spec.ignore_index)?;
-        let inputs: Vec<i64> = (0..batch)
-            .flat_map(|b| all[b * total..b * total + n].to_vec())
-            .collect();
-        let labels: Vec<i64> = (0..batch)
-            .flat_map(|b| all[b * total + 1..(b + 1) * total].to_vec())
-            .collect();
         for h in &self.spec.hierarchies {
             let len = n.div_ceil(h.stride);
             if self.spec.has_next_latent_loss() && len <= self.spec.num_rollouts {
@@ -364,9 +358,9 @@ impl<B: Backend> HierarchicalTransformer<B> {
             }
         }
         Ok(TrainingIds {
-            all,
-            inputs,
-            labels,
+            inputs: ids.clone().narrow(1, 0, n),
+            labels: ids.clone().narrow(1, 1, n).reshape([batch * n]),
+            all: ids,
             batch,
             n,
         })
@@ -376,14 +370,13 @@ impl<B: Backend> HierarchicalTransformer<B> {
     fn recon_loss(
         &self,
         embeds: &[Tensor<B, 3>],
-        inputs: &[i64],
-        batch: usize,
+        inputs: Tensor<B, 2, Int>,
         device: &B::Device,
     ) -> Tensor<B, 1> {
         let mut recon = Tensor::<B, 1>::zeros([1], device);
         for (compress, e) in self.compressors.iter().zip(embeds) {
             if let Some(loss) =
-                compress.recon_loss(e.clone(), inputs, batch, self.spec.ignore_index)
+                compress.recon_loss(e.clone(), inputs.clone(), self.spec.ignore_index)
             {
                 recon = recon + loss;
             }
@@ -396,16 +389,16 @@ impl<B: Backend> HierarchicalTransformer<B> {
     fn extension_losses(
         &self,
         embeds: &[Tensor<B, 3>],
-        all: &[i64],
+        all: Tensor<B, 2, Int>,
         device: &B::Device,
     ) -> (Tensor<B, 1>, Tensor<B, 1>) {
         let mut prophet = Tensor::<B, 1>::zeros([1], device);
         let mut hierarchical_ar = Tensor::<B, 1>::zeros([1], device);
+        let ignore = self.spec.ignore_index;
         for (i, (h, e)) in self.spec.hierarchies.iter().zip(embeds).enumerate() {
             if let Some(Some(head)) = self.prophet_heads.get(i) {
                 let logits = head.forward(e.clone());
-                prophet =
-                    prophet + prophet_loss(logits, all, h.factor, h.stride, self.spec.ignore_index);
+                prophet = prophet + prophet_loss(logits, all.clone(), h.factor, h.stride, ignore);
             }
             if let Some(Some(map)) = self.to_hierarchical_preds.get(i) {
                 hierarchical_ar =
@@ -416,12 +409,12 @@ impl<B: Backend> HierarchicalTransformer<B> {
     }
 }
 
-/// Training ids on the host, row-major: all `[batch, n + 1]` of them, the inputs `ids[:, :-1]`
-/// and the labels `ids[:, 1:]`.
-struct TrainingIds {
-    all: Vec<i64>,
-    inputs: Vec<i64>,
-    labels: Vec<i64>,
+/// Training ids on the device: all `[batch, n + 1]` of them, the inputs `ids[:, :-1]` and the
+/// labels `ids[:, 1:]` flattened to `[batch * n]`.
+struct TrainingIds<B: Backend> {
+    all: Tensor<B, 2, Int>,
+    inputs: Tensor<B, 2, Int>,
+    labels: Tensor<B, 1, Int>,
     batch: usize,
     n: usize,
 }
@@ -439,17 +432,6 @@ fn per_compressed<B: Backend>(
         .iter()
         .map(|h| (h.factor > 1).then(|| make(h)))
         .collect()
-}
-
-/// Row-major host copy of an id tensor.
-pub(crate) fn ids_to_vec<B: Backend>(ids: Tensor<B, 2, Int>) -> Result<Vec<i64>, InputError> {
-    ids.into_data()
-        .convert::<i64>()
-        .to_vec::<i64>()
-        .map_err(|e| InputError::Generation {
-            option: "ids",
-            problem: format!("{e:?}"),
-        })
 }
 
 /// Every id must index the embedding (`ignore_index` is allowed as a label only if in range).

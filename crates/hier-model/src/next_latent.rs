@@ -3,11 +3,11 @@
 
 use burn::module::{Initializer, Module};
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::{activation::gelu, backend::Backend, Slice, Tensor, TensorData};
+use burn::tensor::{activation::gelu, backend::Backend, Int, Slice, Tensor, TensorData};
 use hier_attn::{LayerNorm, LayerNormConfig};
 
 use crate::config::NextLatentLossType;
-use crate::loss::masked_mean;
+use crate::loss::{ids_at, masked_mean};
 use crate::spec::{HierarchySpec, ModelSpec};
 
 /// Mean of the raw token embeddings of each causal chunk, projected to the hierarchy's width
@@ -155,23 +155,20 @@ fn cosine_similarity<B: Backend>(a: Tensor<B, 3>, b: Tensor<B, 3>) -> Tensor<B, 
 ///
 /// * `embeds`: each hierarchy's final embeddings `[batch, n_i, d_i]`.
 /// * `token_embeds`: the raw token embeddings `[batch, n, token_dim]`.
-/// * `ids`: the input ids, row-major `[batch, n]`.
+/// * `ids`: the input ids `[batch, n]`, on the device.
 pub fn next_latent_losses<B: Backend>(
     spec: &ModelSpec,
     summarizers: &[ChunkSummarizer<B>],
     dynamics: &[NextLatDynamics<B>],
     embeds: &[Tensor<B, 3>],
     token_embeds: Tensor<B, 3>,
-    ids: &[i64],
-    batch: usize,
+    ids: Tensor<B, 2, Int>,
 ) -> (Tensor<B, 1>, Vec<Tensor<B, 1>>) {
     let device = token_embeds.device();
     let zero = || Tensor::<B, 1>::zeros([1], &device);
     if !spec.has_next_latent_loss() {
         return (zero(), embeds.iter().map(|_| zero()).collect());
     }
-    let n = ids.len() / batch;
-    let rollouts = spec.num_rollouts;
     let source = if spec.detach_summaries {
         token_embeds.detach()
     } else {
@@ -180,44 +177,62 @@ pub fn next_latent_losses<B: Backend>(
     let mut total = zero();
     let mut per_hierarchy = Vec::with_capacity(embeds.len());
     for (i, h) in spec.hierarchies.iter().enumerate() {
-        let latents = embeds[i].clone();
-        let len = latents.dims()[1];
         let summaries = summarizers[i].forward(source.clone());
-        // a chunk's target counts only if the input token at its end is not ignored
-        let valid: Vec<f32> = (0..batch)
-            .flat_map(|b| (0..len).map(move |j| (b, j)))
-            .map(|(b, j)| {
-                (ids[b * n + (j * h.stride).min(n - 1)] != spec.ignore_index) as u8 as f32
-            })
-            .collect();
-        let predict = len - rollouts;
-        let mut latent = latents.clone().narrow(1, 0, predict);
-        let mut cumulative: Option<Tensor<B, 3>> = None;
-        let mut loss_i = zero();
-        for (r, &rollout_weight) in spec.rollout_weights.iter().enumerate() {
-            let start = r + 1;
-            let summary = summaries.clone().narrow(1, start, predict);
-            let target = latents.clone().narrow(1, start, predict).detach();
-            latent = dynamics[i].forward(summary, latent);
-            let loss = latent_distance(spec.next_latent_loss_type, latent.clone(), target);
-            let mut weighted = loss.clone().mul_scalar(rollout_weight);
-            if spec.dynamic_rollout_loss_weight {
-                let step = loss.detach().mean_dim(2); // [b, predict, 1]
-                if let Some(cum) = &cumulative {
-                    weighted = weighted * cum.clone().mul_scalar(-spec.dynamic_loss_decay).exp();
-                }
-                cumulative = Some(match cumulative {
-                    Some(cum) => cum + step,
-                    None => step,
-                });
-            }
-            let mask: Vec<f32> = (0..batch)
-                .flat_map(|b| valid[b * len + start..b * len + start + predict].to_vec())
-                .collect();
-            loss_i = loss_i + masked_mean(weighted, &mask);
-        }
+        let valid = chunk_mask(ids.clone(), h, embeds[i].dims()[1], spec.ignore_index);
+        let loss_i = rollout_loss(spec, &dynamics[i], embeds[i].clone(), summaries, valid);
         total = total + loss_i.clone().mul_scalar(h.next_latent_loss_weight);
         per_hierarchy.push(loss_i);
     }
     (total, per_hierarchy)
+}
+
+/// `[batch, len]`: 1 where chunk `j`'s target counts, i.e. where the input token at its end
+/// (original position `j * s`) is not ignored; computed on the device.
+fn chunk_mask<B: Backend>(
+    ids: Tensor<B, 2, Int>,
+    h: &HierarchySpec,
+    len: usize,
+    ignore_index: i64,
+) -> Tensor<B, 2> {
+    let n = ids.dims()[1];
+    let positions: Vec<i64> = (0..len).map(|j| (j * h.stride).min(n - 1) as i64).collect();
+    ids_at(ids, &positions, ignore_index)
+        .not_equal_elem(ignore_index)
+        .float()
+}
+
+/// One hierarchy's loss, summed over the rollouts: from each latent, `num_rollouts` steps of
+/// the dynamics, each compared with the (detached) latent it should reach.
+fn rollout_loss<B: Backend>(
+    spec: &ModelSpec,
+    dynamics: &NextLatDynamics<B>,
+    latents: Tensor<B, 3>,
+    summaries: Tensor<B, 3>,
+    valid: Tensor<B, 2>,
+) -> Tensor<B, 1> {
+    let predict = latents.dims()[1] - spec.num_rollouts;
+    let mut latent = latents.clone().narrow(1, 0, predict);
+    let mut cumulative: Option<Tensor<B, 3>> = None;
+    let mut loss_i = Tensor::<B, 1>::zeros([1], &latents.device());
+    for (r, &rollout_weight) in spec.rollout_weights.iter().enumerate() {
+        let start = r + 1;
+        let summary = summaries.clone().narrow(1, start, predict);
+        let target = latents.clone().narrow(1, start, predict).detach();
+        latent = dynamics.forward(summary, latent);
+        let loss = latent_distance(spec.next_latent_loss_type, latent.clone(), target);
+        let mut weighted = loss.clone().mul_scalar(rollout_weight);
+        if spec.dynamic_rollout_loss_weight {
+            let step = loss.detach().mean_dim(2); // [b, predict, 1]
+            if let Some(cum) = &cumulative {
+                weighted = weighted * cum.clone().mul_scalar(-spec.dynamic_loss_decay).exp();
+            }
+            cumulative = Some(match cumulative {
+                Some(cum) => cum + step,
+                None => step,
+            });
+        }
+        let mask = valid.clone().narrow(1, start, predict);
+        loss_i = loss_i + masked_mean(weighted, mask);
+    }
+    loss_i
 }

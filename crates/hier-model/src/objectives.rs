@@ -9,52 +9,47 @@
 //!   embedding at `t + 1` with `1 - cos`, averaged over batch and positions.
 
 use burn::tensor::backend::Backend;
-use burn::tensor::Tensor;
+use burn::tensor::{Int, Tensor};
 
-use crate::loss::cross_entropy;
+use crate::loss::{cross_entropy, ids_at};
 
-/// Targets of the future-token head: for compressed position `j` and offset `k < c`, the token
-/// `ids[j*s + 1 + k]` of the full sequence (inputs and the final label, `n + 1` per row), or
-/// `ignore_index` past its end. Row-major `[batch, positions, c]`.
-pub fn prophet_targets(
-    ids: &[i64],
-    batch: usize,
+/// Where the future-token head's targets sit in the full sequence (inputs and the final label,
+/// `n + 1` per row): for compressed position `j` and offset `k < c`, the token `j*s + 1 + k`.
+/// Row-major `[positions, c]`.
+pub fn prophet_positions(positions: usize, c: usize, s: usize) -> Vec<i64> {
+    (0..positions)
+        .flat_map(|j| (0..c).map(move |k| (j * s + 1 + k) as i64))
+        .collect()
+}
+
+/// Targets of the future-token head, on the device: the ids `[batch, n + 1]` at
+/// [`prophet_positions`], or `ignore_index` past their end. `[batch * positions * c]`, row-major
+/// `[batch, positions, c]`.
+pub fn prophet_targets<B: Backend>(
+    ids: Tensor<B, 2, Int>,
     positions: usize,
     c: usize,
     s: usize,
     ignore_index: i64,
-) -> Vec<i64> {
-    let total = ids.len() / batch;
-    let mut out = Vec::with_capacity(batch * positions * c);
-    for b in 0..batch {
-        for j in 0..positions {
-            for k in 0..c {
-                let t = j * s + 1 + k;
-                out.push(if t < total {
-                    ids[b * total + t]
-                } else {
-                    ignore_index
-                });
-            }
-        }
-    }
-    out
+) -> Tensor<B, 1, Int> {
+    let [batch, _] = ids.dims();
+    ids_at(ids, &prophet_positions(positions, c, s), ignore_index).reshape([batch * positions * c])
 }
 
 /// Cross-entropy of the future-token head's logits `[batch, positions, c * V]` against
-/// [`prophet_targets`].
+/// [`prophet_targets`] of `ids [batch, n + 1]`.
 pub fn prophet_loss<B: Backend>(
     logits: Tensor<B, 3>,
-    ids: &[i64],
+    ids: Tensor<B, 2, Int>,
     c: usize,
     s: usize,
     ignore_index: i64,
 ) -> Tensor<B, 1> {
     let [batch, positions, cv] = logits.dims();
-    let targets = prophet_targets(ids, batch, positions, c, s, ignore_index);
+    let targets = prophet_targets(ids, positions, c, s, ignore_index);
     cross_entropy(
         logits.reshape([batch * positions * c, cv / c]),
-        &targets,
+        targets,
         ignore_index,
     )
 }
@@ -81,23 +76,33 @@ pub fn hierarchical_ar_loss<B: Backend>(pred: Tensor<B, 3>, embeds: Tensor<B, 3>
 mod tests {
     use super::*;
     use burn::backend::Flex;
+    use burn::tensor::TensorData;
+
+    fn ids(values: [i64; 5]) -> Tensor<Flex, 2, Int> {
+        Tensor::from_data(
+            TensorData::new(values.to_vec(), [1, 5]),
+            &Default::default(),
+        )
+    }
+
+    fn targets(positions: usize, c: usize, s: usize) -> Vec<i64> {
+        let t = prophet_targets(ids([10, 11, 12, 13, 14]), positions, c, s, -1);
+        t.into_data().convert::<i64>().to_vec().unwrap()
+    }
 
     #[test]
     fn prophet_targets_are_the_unseen_next_tokens() {
         // one row, n + 1 = 5 ids, c = 2, s = 1: position j predicts ids[j+1], ids[j+2]
-        let ids = [10, 11, 12, 13, 14];
-        let t = prophet_targets(&ids, 1, 4, 2, 1, -1);
-        assert_eq!(t, vec![11, 12, 12, 13, 13, 14, 14, -1]);
+        assert_eq!(targets(4, 2, 1), vec![11, 12, 12, 13, 13, 14, 14, -1]);
         // c = 4, s = 2: position j has seen up to 2j and predicts 2j+1 ..= 2j+4
-        let t = prophet_targets(&ids, 1, 2, 4, 2, -1);
-        assert_eq!(t, vec![11, 12, 13, 14, 13, 14, -1, -1]);
+        assert_eq!(targets(2, 4, 2), vec![11, 12, 13, 14, 13, 14, -1, -1]);
     }
 
     #[test]
     fn prophet_loss_of_uniform_logits_is_ln_v() {
         let device = Default::default();
         let logits = Tensor::<Flex, 3>::zeros([1, 4, 2 * 7], &device);
-        let loss: f32 = prophet_loss(logits, &[1, 2, 3, 4, 5], 2, 1, 0).into_scalar();
+        let loss: f32 = prophet_loss(logits, ids([1, 2, 3, 4, 5]), 2, 1, 0).into_scalar();
         assert!((loss - 7f32.ln()).abs() < 1e-6, "{loss}");
     }
 
