@@ -5,10 +5,16 @@ use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 use crate::error::InputError;
+use crate::host;
 use crate::model::{check_vocabulary, HierarchicalTransformer};
 
 /// Picks the next token from a row of logits: keep the `k = int((1 - filter_thres) * V)` largest
-/// logits, divide by the temperature, add Gumbel noise, take the argmax. Temperature 0 is greedy.
+/// logits, divide by the temperature, add Gumbel noise, take the argmax. Temperature 0 is greedy:
+/// the argmax of the logits.
+///
+/// [`Sampler::sample_device`] (and [`sample_rows`]) run on the device; the Gumbel noise comes
+/// from the sampler's own seeded generator (uploaded, `V` numbers per row), so a seed gives the
+/// same tokens on every backend, and the same as [`Sampler::sample`] on the host.
 #[derive(Debug, Clone)]
 pub struct Sampler {
     temperature: f64,
@@ -45,18 +51,49 @@ impl Sampler {
         })
     }
 
-    /// The next token for one row of logits `[V]`.
-    pub fn sample(&mut self, logits: &[f32]) -> Result<usize, InputError> {
-        let k = top_k_count(self.filter_thres, logits.len());
-        if k == 0 {
-            return Err(InputError::Generation {
+    /// The top-k filter's `k` for a vocabulary of `vocab`, refusing a filter that keeps nothing.
+    fn keep(&self, vocab: usize) -> Result<usize, InputError> {
+        match top_k_count(self.filter_thres, vocab) {
+            0 => Err(InputError::Generation {
                 option: "filter_thres",
                 problem: format!(
-                    "{} keeps no token of a vocabulary of {}; lower it",
-                    self.filter_thres,
-                    logits.len()
+                    "{} keeps no token of a vocabulary of {vocab}; lower it",
+                    self.filter_thres
                 ),
+            }),
+            k => Ok(k),
+        }
+    }
+
+    fn greedy(&self) -> bool {
+        self.temperature == 0.0
+    }
+
+    /// The reference's `max(temperature, 1e-10)`, in the logits' precision.
+    fn divisor(&self) -> f32 {
+        self.temperature.max(1e-10) as f32
+    }
+
+    /// `len` Gumbel numbers `-ln(-ln(u))`, clamped as the reference's `log(t, eps=1e-20)`.
+    fn gumbel_noise(&mut self, len: usize) -> Vec<f32> {
+        (0..len)
+            .map(|_| {
+                let u: f32 = self.rng.random();
+                -(-(u.max(1e-20)).ln()).max(1e-20).ln()
+            })
+            .collect()
+    }
+
+    /// The next token for one row of logits `[V]`, on the host.
+    pub fn sample(&mut self, logits: &[f32]) -> Result<usize, InputError> {
+        let k = self.keep(logits.len())?;
+        if self.greedy() {
+            // the first of equal maxima, as the device's argmax
+            let best = (0..logits.len()).fold(0, |best, i| match logits[i] > logits[best] {
+                true => i,
+                false => best,
             });
+            return Ok(best);
         }
         let mut order: Vec<usize> = (0..logits.len()).collect();
         // stable: among equal logits the lower id ranks first
@@ -65,17 +102,39 @@ impl Sampler {
         for &i in &order[..k] {
             filtered[i] = logits[i];
         }
-        let divisor = self.temperature.max(1e-10) as f32;
+        let divisor = self.divisor();
+        let noise = self.gumbel_noise(logits.len());
         let mut best = (0, f32::NEG_INFINITY);
-        for (i, &l) in filtered.iter().enumerate() {
-            let u: f32 = self.rng.random();
-            let gumbel = -(-(u.max(1e-20)).ln()).max(1e-20).ln();
+        for (i, (&l, &gumbel)) in filtered.iter().zip(&noise).enumerate() {
             let score = l / divisor + gumbel;
             if score > best.1 {
                 best = (i, score);
             }
         }
         Ok(best.0)
+    }
+
+    /// One token per row of `logits` (`[batch, V]`), computed on the device and left there:
+    /// `[batch]`, with `-1` for a row holding a NaN or infinite logit (broken weights would
+    /// otherwise sample one arbitrary token over and over without a word).
+    pub fn sample_device<B: Backend>(
+        &mut self,
+        logits: Tensor<B, 2>,
+    ) -> Result<Tensor<B, 1, Int>, InputError> {
+        let [batch, vocab] = logits.dims();
+        let k = self.keep(vocab)?;
+        let broken = logits.clone().is_finite().bool_not().any_dim(1); // [batch, 1]
+        let picked = if self.greedy() {
+            logits.argmax(1)
+        } else {
+            // the noise of every id, drawn in the host sampler's order, then only the top k's
+            let noise = TensorData::new(self.gumbel_noise(batch * vocab), [batch, vocab]);
+            let noise = Tensor::<B, 2>::from_data(noise, &logits.device());
+            let (values, indices) = logits.topk_with_indices(k, 1);
+            let scores = values.div_scalar(self.divisor()) + noise.gather(1, indices.clone());
+            indices.gather(1, scores.argmax(1))
+        };
+        Ok(picked.mask_fill(broken, -1).reshape([batch]))
     }
 }
 
@@ -102,35 +161,23 @@ pub fn prompt_shape<B: Backend>(
     Ok((prompt.len(), len))
 }
 
-/// One sampled token per row of `logits` (`[batch, num_tokens]`).
+/// One sampled token per row of `logits` (`[batch, num_tokens]`), sampled on the device: one
+/// device-to-host read, of the `[batch]` ids.
 pub fn sample_rows<B: Backend>(
     sampler: &mut Sampler,
     logits: Tensor<B, 2>,
 ) -> Result<Vec<i64>, InputError> {
-    let [batch, vocab] = logits.dims();
-    let values: Vec<f32> =
-        logits
-            .into_data()
-            .convert::<f32>()
-            .to_vec()
-            .map_err(|e| InputError::Generation {
-                option: "logits",
-                problem: format!("{e:?}"),
-            })?;
-    // the logits are on the host here anyway: broken weights (NaN, infinity) would otherwise
-    // sample one arbitrary token over and over without a word
-    if values.iter().any(|v| !v.is_finite()) {
+    let tokens = sampler.sample_device(logits)?;
+    let tokens = host::read_vec::<i64, B, 1, Int>(tokens).map_err(|e| InputError::Generation {
+        option: "logits",
+        problem: e.to_string(),
+    })?;
+    if tokens.iter().any(|&t| t < 0) {
         return Err(InputError::NonFinite {
             what: "logits".into(),
         });
     }
-    (0..batch)
-        .map(|b| {
-            sampler
-                .sample(&values[b * vocab..(b + 1) * vocab])
-                .map(|t| t as i64)
-        })
-        .collect()
+    Ok(tokens)
 }
 
 /// Generate `max_new_tokens` after each prompt row, recomputing the whole (cropped) context
@@ -204,6 +251,35 @@ mod tests {
         order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
         for _ in 0..200 {
             assert!(order[..2].contains(&hot.sample(&logits).unwrap()));
+        }
+    }
+
+    /// The device sampler draws the host sampler's tokens: same seed, same noise, same filter.
+    #[test]
+    fn device_sampling_equals_host_sampling() {
+        let rows: Vec<Vec<f32>> = (0..3)
+            .map(|r| {
+                (0..40)
+                    .map(|i| ((i * 7 + r * 13) as f32 * 0.29).sin() * 3.0)
+                    .collect()
+            })
+            .collect();
+        let flat: Vec<f32> = rows.concat();
+        let logits = Tensor::<burn::backend::Flex, 2>::from_data(
+            TensorData::new(flat, [3, 40]),
+            &Default::default(),
+        );
+        for (temperature, filter) in [(0.0, 0.9), (1.0, 0.9), (0.7, 0.5), (2.0, 0.0)] {
+            let mut on_host = Sampler::new(temperature, filter, 11).unwrap();
+            let mut on_device = on_host.clone();
+            for _ in 0..20 {
+                let host: Vec<i64> = rows
+                    .iter()
+                    .map(|row| on_host.sample(row).unwrap() as i64)
+                    .collect();
+                let device = sample_rows(&mut on_device, logits.clone()).unwrap();
+                assert_eq!(host, device, "temperature {temperature}, filter {filter}");
+            }
         }
     }
 
