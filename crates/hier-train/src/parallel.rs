@@ -10,7 +10,7 @@
 use burn::module::{AutodiffModule, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Tensor, TensorData, TensorPrimitive};
+use burn::tensor::{Float, Tensor, TensorData, TensorPrimitive};
 use burn_collective::{
     all_reduce, finish_collective, register, CollectiveConfig, CollectiveError, PeerId,
     ReduceOperation,
@@ -43,6 +43,9 @@ pub enum ParallelError {
     /// burn-collective's registration, all-reduce or shutdown failed.
     #[error("collective communication failed: {0:?}; check that every node runs with the same --nodes/--devices and reaches the orchestrator")]
     Collective(CollectiveError),
+    /// Reading a reduced value back from the device failed.
+    #[error("reading an all-reduced value from the device failed: {0}")]
+    Read(String),
     /// Another replica's step failed, so this one stopped too.
     #[error("another replica failed (rank 0 reports why); this replica stopped with it")]
     PeerFailed,
@@ -216,24 +219,44 @@ impl Peer {
         })
     }
 
-    /// `Σ_r weight_r · values_r` over all replicas: weighted here, summed by one all-reduce.
+    /// `Σ_r weight_r · values_r` over all replicas: weighted here, summed by one all-reduce,
+    /// read back to the host.
     pub fn weighted_sum<B: Backend>(
         &self,
         values: &[f64],
         weight: f64,
         device: &B::Device,
     ) -> Result<Vec<f64>, ParallelError> {
+        let host: Vec<f32> = values.iter().map(|&v| (v * weight) as f32).collect();
+        let t = Tensor::<B, 1>::from_data(TensorData::new(host, [values.len()]), device);
+        let reduced = self.sum_padded(t)?;
+        hier_model::host::read_vec::<f64, B, 1, Float>(reduced)
+            .map_err(|e| ParallelError::Read(e.to_string()))
+    }
+
+    /// [`Self::weighted_sum`] of a tensor, left on the device: no read.
+    pub fn weighted_sum_device<B: Backend>(
+        &self,
+        values: Tensor<B, 1>,
+        weight: f64,
+    ) -> Result<Tensor<B, 1>, ParallelError> {
+        self.sum_padded(values.mul_scalar(weight))
+    }
+
+    /// The all-reduced sum of `t`, padded for the collective and cut back to its length.
+    fn sum_padded<B: Backend>(&self, t: Tensor<B, 1>) -> Result<Tensor<B, 1>, ParallelError> {
+        let [len] = t.dims();
         // the ring all-reduce between nodes slices a tensor into one part per node
-        let mut host: Vec<f32> = values.iter().map(|&v| (v * weight) as f32).collect();
-        host.resize(values.len().max(self.world), 0.0);
-        let len = host.len();
-        let t = Tensor::<B, 1>::from_data(TensorData::new(host, [len]), device);
-        let reduced = self.reduce::<B, 1>(t, ReduceOperation::Sum)?;
-        Ok(reduced
-            .into_data()
-            .iter::<f64>()
-            .take(values.len())
-            .collect())
+        let t = match len < self.world {
+            true => Tensor::cat(
+                vec![t.clone(), Tensor::zeros([self.world - len], &t.device())],
+                0,
+            ),
+            false => t,
+        };
+        Ok(self
+            .reduce::<B, 1>(t, ReduceOperation::Sum)?
+            .narrow(0, 0, len))
     }
 
     /// The mean of `values` over all replicas.

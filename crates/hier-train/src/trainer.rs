@@ -13,11 +13,11 @@ use burn::module::AutodiffModule;
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{Adam, AdamConfig, GradientsAccumulator, GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
+use burn::tensor::{Float, Int, Tensor, TensorData};
 use hier_model::cache::generate_cached;
 use hier_model::files::{DirLock, PathIoError};
 use hier_model::generate::Sampler;
-use hier_model::{model_dir, ForwardOptions, HierarchicalTransformer, Losses};
+use hier_model::{host, model_dir, ForwardOptions, HierarchicalTransformer, Losses};
 use thiserror::Error;
 
 use crate::checkpoint::{self, CheckpointError};
@@ -62,6 +62,9 @@ pub enum TrainError {
         #[source]
         source: std::io::Error,
     },
+    /// Reading a value back from the device failed.
+    #[error(transparent)]
+    Read(#[from] hier_model::host::ReadError),
     /// Data-parallel set-up or communication failed.
     #[error(transparent)]
     Parallel(#[from] crate::parallel::ParallelError),
@@ -207,6 +210,9 @@ fn run<B: AutodiffBackend>(
     } = agree::<B, _>(peer, set_up, device)?;
     let train_data = corpus.split(Split::Train)?;
     let valid_data = corpus.split(Split::Valid)?;
+    // the batches are uploaded unchecked (forward_loss reads nothing back): check the bytes here
+    check_bytes(train_data, spec.num_tokens)?;
+    check_bytes(valid_data, spec.num_tokens)?;
     let progress = match writer {
         true => Progress::new(first_step, o.max_steps, 10),
         false => Progress::Silent,
@@ -235,6 +241,18 @@ fn run<B: AutodiffBackend>(
         started: Instant::now(),
     };
     job.train(model, optim, first_step, metrics)
+}
+
+/// Every byte of `data` must be a token of the model's vocabulary `0..num_tokens`.
+fn check_bytes(data: &[u8], num_tokens: usize) -> Result<(), hier_model::InputError> {
+    match data.iter().position(|&b| b as usize >= num_tokens) {
+        Some(position) => Err(hier_model::InputError::OutOfVocabulary {
+            id: data[position] as i64,
+            position,
+            num_tokens,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// This replica's rows of each micro-batch, and the crops all replicas together train on per
@@ -339,16 +357,29 @@ struct StepLosses {
 impl StepLosses {
     const LEN: usize = 6;
 
-    fn of<B: Backend>(losses: &Losses<B>) -> Self {
-        let value = |t: &Tensor<B, 1>| t.clone().into_scalar().elem::<f64>();
-        Self {
-            total: value(&losses.total),
-            ce: value(&losses.ce),
-            next_latent: value(&losses.next_latent),
-            recon: value(&losses.recon),
-            prophet: value(&losses.prophet),
-            hierarchical_ar: value(&losses.hierarchical_ar),
+    /// One micro-batch's components `[LEN]` on the device, in the order of [`Self::from_slice`],
+    /// detached from the graph.
+    fn components<B: AutodiffBackend>(losses: &Losses<B>) -> Tensor<B::InnerBackend, 1> {
+        let parts = [
+            &losses.total,
+            &losses.ce,
+            &losses.next_latent,
+            &losses.recon,
+            &losses.prophet,
+            &losses.hierarchical_ar,
+        ];
+        Tensor::cat(parts.iter().map(|t| (*t).clone().inner()).collect(), 0)
+    }
+
+    /// The mean over the micro-batches of `values` (`parts` rows of [`Self::LEN`] components, as
+    /// read from the device), summed in f64 in micro-batch order.
+    fn mean_of(values: &[f32], parts: usize) -> Self {
+        let mut sums = Self::default();
+        for row in values.chunks(Self::LEN).take(parts) {
+            let row: Vec<f64> = row.iter().map(|&v| v as f64).collect();
+            sums.add_share(&Self::from_slice(&row), parts);
         }
+        sums
     }
 
     /// Add `part / parts`: one micro-batch's share of the step's mean.
@@ -362,19 +393,8 @@ impl StepLosses {
         self.hierarchical_ar += part.hierarchical_ar / parts;
     }
 
-    /// The components in order, for an all-reduce.
-    fn to_vec(self) -> Vec<f64> {
-        vec![
-            self.total,
-            self.ce,
-            self.next_latent,
-            self.recon,
-            self.prophet,
-            self.hierarchical_ar,
-        ]
-    }
-
-    /// The first [`Self::LEN`] values of `values`, in the order of [`Self::to_vec`].
+    /// The first [`Self::LEN`] values of `values`: total, ce, next-latent, recon, prophet,
+    /// hierarchical AR.
     fn from_slice(values: &[f64]) -> Self {
         Self {
             total: values[0],
@@ -401,6 +421,11 @@ impl StepLosses {
         }
     }
 }
+
+/// Steps between reads of the training metrics: a step's losses and gradient norm stay on the
+/// device until the metrics lines of its interval are written, all read at once (also at every
+/// validation, sample, checkpoint and stop). The metrics file still has a line per step.
+pub const LOG_EVERY: u64 = 10;
 
 /// What one replica holds fixed while it trains.
 struct Job<'a, B: AutodiffBackend> {
@@ -434,33 +459,33 @@ impl<B: AutodiffBackend> Job<'_, B> {
         let mut last_checkpoint = first_step;
         let mut interrupted = false;
         let mut step = first_step;
+        let mut interval = Interval::new();
         while step < o.max_steps {
-            let t0 = Instant::now();
             let (grads, losses) = self.accumulate(&model, step)?;
             let stop = control.interrupt.is_some_and(|f| f.load(Ordering::SeqCst));
             let (mut grads, losses, stop) = self.combine(&model, grads, losses, stop)?;
-            if !losses.total.is_finite() {
-                self.progress.finish();
-                return Err(TrainError::NonFinite {
-                    step,
-                    value: losses.total,
-                    last_checkpoint,
-                });
-            }
-            let grad_norm = clip_global_norm::<B, _>(&model, &mut grads, o.clip_grad_norm);
+            let grad_norm_sq = clip_global_norm::<B, _>(&model, &mut grads, o.clip_grad_norm);
             let lr = learning_rate(o, step);
             model = optim.step(lr, model, grads);
             step += 1;
-
-            let tokens_per_s = self.tokens_per_step / t0.elapsed().as_secs_f64();
-            let record = losses.metrics(step, lr, grad_norm, tokens_per_s);
+            interval.steps.push(Pending {
+                step,
+                lr,
+                losses,
+                grad_norm_sq,
+            });
             interrupted = stop;
             let pause = control.stop_at == Some(step);
             let checkpoint = step.is_multiple_of(o.checkpoint_every)
                 || step == o.max_steps
                 || interrupted
                 || pause;
-            let valid = self.after_step(&model, &optim, &mut metrics, record, checkpoint)?;
+            let due = Due {
+                checkpoint,
+                stop: interrupted || pause,
+                last_checkpoint,
+            };
+            let valid = self.after_step(&model, &optim, &mut metrics, &mut interval, due)?;
             last_valid = valid.or(last_valid);
             if checkpoint {
                 last_checkpoint = step;
@@ -498,26 +523,27 @@ impl<B: AutodiffBackend> Job<'_, B> {
         }
     }
 
-    /// This replica's part of optimizer step `step`: the losses of its rows of every
-    /// micro-batch and the gradients of their mean, accumulated.
+    /// This replica's part of optimizer step `step`: the loss components of its rows of every
+    /// micro-batch (`[grad_accum * LEN]`, on the device) and the gradients of their mean,
+    /// accumulated.
     fn accumulate(
         &self,
         model: &Model<B>,
         step: u64,
-    ) -> Result<(GradientsParams, StepLosses), TrainError> {
+    ) -> Result<(GradientsParams, Tensor<B::InnerBackend, 1>), TrainError> {
         let o = self.o;
         let options = ForwardOptions {
             ablate_hierarchical_merge: o.ablate_hierarchical_merge,
         };
         let mut accumulator = GradientsAccumulator::<Model<B>>::new();
-        let mut sums = StepLosses::default();
+        let mut components = Vec::with_capacity(o.grad_accum);
         for micro in 0..o.grad_accum {
             let losses = model.forward_loss_with(self.micro_batch(step, micro), options)?;
-            sums.add_share(&StepLosses::of(&losses), o.grad_accum);
+            components.push(StepLosses::components(&losses));
             let grads = losses.total.div_scalar(o.grad_accum as f64).backward();
             accumulator.accumulate(model, GradientsParams::from_grads(grads, model));
         }
-        Ok((accumulator.grads(), sums))
+        Ok((accumulator.grads(), Tensor::cat(components, 0)))
     }
 
     /// This replica's rows of micro-batch `micro` of `step`, cut from the crops one device
@@ -532,65 +558,104 @@ impl<B: AutodiffBackend> Job<'_, B> {
     }
 
     /// The same gradients, losses and stop decision on every replica: the sums of all
-    /// replicas' weighted by their share of the batch; any replica's stop stops all.
+    /// replicas' weighted by their share of the batch; any replica's stop stops all. The losses
+    /// stay on the device; the stop decision is read (replicas must agree on it at every step).
     fn combine(
         &self,
         model: &Model<B>,
         grads: GradientsParams,
-        losses: StepLosses,
+        losses: Tensor<B::InnerBackend, 1>,
         stop: bool,
-    ) -> Result<(GradientsParams, StepLosses, bool), TrainError> {
+    ) -> Result<(GradientsParams, Tensor<B::InnerBackend, 1>, bool), TrainError> {
         let Some(peer) = self.peer else {
             return Ok((grads, losses, stop));
         };
         let grads = peer.weighted_gradients(model, grads, self.shard.weight)?;
-        let mut values = losses.to_vec();
-        values.push(stop as u8 as f64);
-        let sum = peer.weighted_sum::<B::InnerBackend>(&values, self.shard.weight, self.device)?;
-        Ok((
-            grads,
-            StepLosses::from_slice(&sum),
-            sum[StepLosses::LEN] > 0.0,
-        ))
+        let [len] = losses.dims();
+        let flag = Tensor::<B::InnerBackend, 1>::from_data([stop as u8 as f32], self.device);
+        let sum =
+            peer.weighted_sum_device(Tensor::cat(vec![losses, flag], 0), self.shard.weight)?;
+        let stop = host::read_f64(sum.clone().narrow(0, len, 1))? > 0.0;
+        Ok((grads, sum.narrow(0, 0, len), stop))
     }
 
-    /// Validation when due (every replica takes part), then rank 0's report and checkpoint.
-    /// Returns this step's validation (loss, bits per character), if one ran.
+    /// After a step: when a metrics line is due (every [`LOG_EVERY`] steps, and at validations,
+    /// samples, checkpoints and stops), the interval's losses are read (a non-finite loss stops
+    /// the run here), validation runs if due (every replica takes part), then rank 0's report
+    /// and checkpoint. Returns this step's validation (loss, bits per character), if one ran.
     fn after_step(
         &self,
         model: &Model<B>,
         optim: &Optim<B>,
         metrics: &mut Option<MetricsLog>,
-        record: StepMetrics,
-        checkpoint: bool,
+        interval: &mut Interval<B::InnerBackend>,
+        due: Due,
     ) -> Result<Option<(f64, f64)>, TrainError> {
-        let step = record.step;
-        let valid = match step.is_multiple_of(self.o.validate_every) || step == self.o.max_steps {
+        let o = self.o;
+        let Some(step) = interval.steps.last().map(|p| p.step) else {
+            return Ok(None);
+        };
+        let end = step == o.max_steps;
+        let validate = step.is_multiple_of(o.validate_every) || end;
+        let sample = o.sample_every > 0 && (step.is_multiple_of(o.sample_every) || end);
+        if !(validate || sample || due.checkpoint || due.stop || step.is_multiple_of(LOG_EVERY)) {
+            return Ok(None);
+        }
+        let records = self.read_interval(interval, metrics, due.last_checkpoint)?;
+        let valid = match validate {
             true => Some(self.validate(model)?),
             false => None,
         };
         let written = match metrics {
-            Some(metrics) => self.report(model, optim, metrics, record, valid, checkpoint),
+            Some(metrics) => self.report(model, optim, metrics, records, valid, due.checkpoint),
             None => Ok(()),
         };
         // a failed write stops every replica, not only rank 0
         agree::<B, _>(self.peer, written, self.device)?;
+        interval.started = Instant::now();
         Ok(valid)
     }
 
-    /// Rank 0 after a step: metrics and progress, the validation, a sample when due, the
-    /// checkpoint (with the model directory) when `checkpoint`.
+    /// The metrics of the interval's steps, read from the device in one read. At a step whose
+    /// loss is not finite, the lines of the steps before it are written and the run stops: its
+    /// weights were never checkpointed (a checkpoint always follows a read).
+    fn read_interval(
+        &self,
+        interval: &mut Interval<B::InnerBackend>,
+        metrics: &mut Option<MetricsLog>,
+        last_checkpoint: u64,
+    ) -> Result<Vec<StepMetrics>, TrainError> {
+        let records = interval.read(self.o.grad_accum, self.tokens_per_step)?;
+        let Some(bad) = records.iter().position(|r| !r.loss.is_finite()) else {
+            return Ok(records);
+        };
+        if let Some(metrics) = metrics {
+            self.log(metrics, &records[..bad], None)?;
+        }
+        self.progress.finish();
+        Err(TrainError::NonFinite {
+            step: records[bad].step - 1,
+            value: records[bad].loss,
+            last_checkpoint,
+        })
+    }
+
+    /// Rank 0 after reading an interval: metrics and progress, the validation, a sample when
+    /// due, the checkpoint (with the model directory) when `checkpoint`.
     fn report(
         &self,
         model: &Model<B>,
         optim: &Optim<B>,
         metrics: &mut MetricsLog,
-        record: StepMetrics,
+        records: Vec<StepMetrics>,
         valid: Option<(f64, f64)>,
         checkpoint: bool,
     ) -> Result<(), TrainError> {
-        let (o, step) = (self.o, record.step);
-        self.log(metrics, record, valid)?;
+        let o = self.o;
+        let Some(step) = records.last().map(|r| r.step) else {
+            return Ok(());
+        };
+        self.log(metrics, &records, valid)?;
         if o.sample_every > 0 && (step.is_multiple_of(o.sample_every) || step == o.max_steps) {
             let text = sample(
                 &model.valid(),
@@ -610,72 +675,158 @@ impl<B: AutodiffBackend> Job<'_, B> {
         Ok(())
     }
 
-    /// The step's metrics and, if one ran, its validation: into the metrics log and progress.
+    /// The steps' metrics and, if one ran after the last of them, its validation: into the
+    /// metrics log and progress.
     fn log(
         &self,
         metrics: &mut MetricsLog,
-        record: StepMetrics,
+        records: &[StepMetrics],
         valid: Option<(f64, f64)>,
     ) -> Result<(), TrainError> {
         let io = TrainError::at(self.run_dir);
-        let step = record.step;
-        metrics.write(&Record::Train(record.clone())).map_err(&io)?;
-        self.progress.step(
-            step,
-            &format!(
-                "loss {:.4} ce {:.4} lr {:.2e} |g| {:.3} {:.0} tok/s",
-                record.loss, record.ce_loss, record.lr, record.grad_norm, record.tokens_per_s
-            ),
-        );
-        if let Some((loss, bpc)) = valid {
-            let record = ValidMetrics {
-                step,
-                valid_loss: loss,
-                valid_bpc: bpc,
-                elapsed_s: self.started.elapsed().as_secs_f64(),
-            };
-            metrics.write(&Record::Valid(record)).map_err(&io)?;
-            self.progress.println(&format!(
-                "step {step}: validation loss {loss:.4}, {bpc:.4} bits per character"
-            ));
+        for record in records {
+            metrics.write(&Record::Train(record.clone())).map_err(&io)?;
+            self.progress.step(
+                record.step,
+                &format!(
+                    "loss {:.4} ce {:.4} lr {:.2e} |g| {:.3} {:.0} tok/s",
+                    record.loss, record.ce_loss, record.lr, record.grad_norm, record.tokens_per_s
+                ),
+            );
         }
+        let (Some((loss, bpc)), Some(step)) = (valid, records.last().map(|r| r.step)) else {
+            return Ok(());
+        };
+        let record = ValidMetrics {
+            step,
+            valid_loss: loss,
+            valid_bpc: bpc,
+            elapsed_s: self.started.elapsed().as_secs_f64(),
+        };
+        metrics.write(&Record::Valid(record)).map_err(&io)?;
+        self.progress.println(&format!(
+            "step {step}: validation loss {loss:.4}, {bpc:.4} bits per character"
+        ));
         Ok(())
     }
 
     /// Mean cross-entropy over `valid_batches` fixed random crops of the validation split (the
     /// same crops at every validation), and bits per character. Replicas take every
-    /// `world`-th batch and add up their sums.
+    /// `world`-th batch and add up their sums. The batches' losses are read in one read.
     fn validate(&self, model: &Model<B>) -> Result<(f64, f64), TrainError> {
-        let (o, crop, device) = (self.o, self.crop, self.device);
         let (rank, world) = self.peer.map_or((0, 1), |p| (p.rank, p.world));
-        let model = model.valid();
+        let part = self.validation_sum(&model.valid(), rank, world);
+        let mut total = agree::<B, _>(self.peer, part, self.device)?;
+        if let Some(peer) = self.peer {
+            total = peer.weighted_sum::<B::InnerBackend>(&[total], 1.0, self.device)?[0];
+        }
+        let loss = total / self.o.valid_batches as f64;
+        Ok((loss, loss / std::f64::consts::LN_2))
+    }
+
+    /// The sum of this replica's validation batches' cross-entropies (summed in f64 in batch
+    /// order).
+    fn validation_sum(
+        &self,
+        model: &Model<B::InnerBackend>,
+        rank: usize,
+        world: usize,
+    ) -> Result<f64, TrainError> {
+        let (o, crop, device) = (self.o, self.crop, self.device);
         let options = ForwardOptions {
             ablate_hierarchical_merge: o.ablate_hierarchical_merge,
         };
-        let part = || -> Result<f64, TrainError> {
-            let mut total = 0.0;
-            for k in (rank..o.valid_batches).step_by(world) {
-                let ids = random_crops(
-                    self.valid_data,
-                    crop,
-                    o.batch_size,
-                    o.seed,
-                    u64::MAX,
-                    k as u64,
-                );
-                let ids = TensorData::new(ids, [o.batch_size, crop]);
-                let ids = Tensor::<B::InnerBackend, 2, Int>::from_data(ids, device);
-                let ce = model.forward_loss_with(ids, options)?.ce;
-                total += ce.into_scalar().elem::<f64>();
-            }
-            Ok(total)
-        };
-        let mut total = agree::<B, _>(self.peer, part(), device)?;
-        if let Some(peer) = self.peer {
-            total = peer.weighted_sum::<B::InnerBackend>(&[total], 1.0, device)?[0];
+        let mut losses = Vec::new();
+        for k in (rank..o.valid_batches).step_by(world) {
+            let ids = random_crops(
+                self.valid_data,
+                crop,
+                o.batch_size,
+                o.seed,
+                u64::MAX,
+                k as u64,
+            );
+            let ids = TensorData::new(ids, [o.batch_size, crop]);
+            let ids = Tensor::<B::InnerBackend, 2, Int>::from_data(ids, device);
+            losses.push(model.forward_loss_with(ids, options)?.ce);
         }
-        let loss = total / o.valid_batches as f64;
-        Ok((loss, loss / std::f64::consts::LN_2))
+        if losses.is_empty() {
+            return Ok(0.0);
+        }
+        let values = host::read_vec::<f64, _, 1, Float>(Tensor::cat(losses, 0))?;
+        Ok(values.iter().sum())
+    }
+}
+
+/// What is due after a step, besides what the step number says.
+#[derive(Debug, Clone, Copy)]
+struct Due {
+    /// A checkpoint is written after this step.
+    checkpoint: bool,
+    /// The run stops after this step (interrupt or `stop_at`).
+    stop: bool,
+    /// The step of the checkpoint in the run directory.
+    last_checkpoint: u64,
+}
+
+/// A step's numbers, on the device until its metrics line is written.
+struct Pending<B: Backend> {
+    /// Optimizer steps done, this one included.
+    step: u64,
+    lr: f64,
+    /// `[grad_accum * StepLosses::LEN]`: each micro-batch's loss components (with replicas,
+    /// their weighted sums over the replicas).
+    losses: Tensor<B, 1>,
+    /// `[1]`: the squared global gradient norm before clipping; `None` without gradients.
+    grad_norm_sq: Option<Tensor<B, 1>>,
+}
+
+/// The steps since the last metrics line: their losses and gradient norms stay on the device
+/// and are read together, in one device-to-host read per interval.
+struct Interval<B: Backend> {
+    steps: Vec<Pending<B>>,
+    /// When the interval's first step started: its tokens per second are the interval's mean.
+    started: Instant,
+}
+
+impl<B: Backend> Interval<B> {
+    fn new() -> Self {
+        Interval {
+            steps: Vec::new(),
+            started: Instant::now(),
+        }
+    }
+
+    /// The steps' metrics, emptying the interval: one read of all their values.
+    fn read(
+        &mut self,
+        grad_accum: usize,
+        tokens_per_step: f64,
+    ) -> Result<Vec<StepMetrics>, TrainError> {
+        let steps = std::mem::take(&mut self.steps);
+        let Some(device) = steps.first().map(|p| p.losses.device()) else {
+            return Ok(Vec::new());
+        };
+        let mut parts = Vec::with_capacity(2 * steps.len());
+        for p in &steps {
+            parts.push(p.losses.clone());
+            let norm = p.grad_norm_sq.clone();
+            parts.push(norm.unwrap_or_else(|| Tensor::zeros([1], &device)));
+        }
+        let values = host::read_vec::<f32, B, 1, Float>(Tensor::cat(parts, 0))?;
+        // a read waits for the queued steps: the interval's time is theirs
+        let tokens_per_s =
+            tokens_per_step * steps.len() as f64 / self.started.elapsed().as_secs_f64();
+        let per_step = grad_accum * StepLosses::LEN + 1;
+        Ok(steps
+            .iter()
+            .zip(values.chunks(per_step))
+            .map(|(p, v)| {
+                let losses = StepLosses::mean_of(&v[..per_step - 1], grad_accum);
+                let grad_norm = (v[per_step - 1] as f64).sqrt();
+                losses.metrics(p.step, p.lr, grad_norm, tokens_per_s)
+            })
+            .collect())
     }
 }
 
