@@ -1,6 +1,7 @@
 //! Attention kernels on the CPU (Flex): full and local attention, fused vs explicit, forward
 //! (inference) and forward + backward (training). `cargo bench -p hier-attn`; compare the
 //! variants of one group with each other, on the same machine and run.
+#![allow(clippy::disallowed_methods)] // the benchmark waits for its results by reading them
 
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::{backend::Backend, Distribution, Tensor};

@@ -3,6 +3,7 @@
 //! contiguous, strided and shared inputs; burn-flex's copy-free reshape of strided views and
 //! row-flattened linear layers; and burn-autodiff's one-node softmax and layer-norm backward
 //! against the analytic gradient and the decomposition they replace.
+#![allow(clippy::disallowed_methods)] // tests read tensors freely
 
 use burn::tensor::ops::{ActivationOps, ModuleOps};
 use burn::tensor::{activation, Distribution, Tensor, TensorData, TensorPrimitive, Tolerance};

@@ -106,8 +106,15 @@ struct Values;
 impl<B: Backend> Source<B> for Values {
     fn data<const D: usize>(&self, param: &Param<Tensor<B, D>>) -> Option<DataFn> {
         let tensor = param.val();
-        Some(Rc::new(move || Ok(tensor.to_data())))
+        Some(Rc::new(move || read_snapshot(tensor.clone())))
     }
+}
+
+/// A parameter's (or gradient's) values for a snapshot: a device-to-host read.
+fn read_snapshot<B: Backend, const D: usize>(
+    tensor: Tensor<B, D>,
+) -> Result<TensorData, TensorSnapshotError> {
+    crate::host::read(tensor).map_err(|e| TensorSnapshotError::DataError(e.to_string()))
 }
 
 /// The parameters' gradients, for those that have one.
@@ -116,7 +123,7 @@ struct Grads<'a, B: AutodiffBackend>(&'a B::Gradients);
 impl<B: AutodiffBackend> Source<B> for Grads<'_, B> {
     fn data<const D: usize>(&self, param: &Param<Tensor<B, D>>) -> Option<DataFn> {
         let grad = param.val().grad(self.0)?;
-        Some(Rc::new(move || Ok(grad.to_data())))
+        Some(Rc::new(move || read_snapshot(grad.clone())))
     }
 }
 

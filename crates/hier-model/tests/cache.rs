@@ -1,5 +1,6 @@
 //! Incremental decoding equals the full forward pass: every step's logits (1e-4) and greedy
 //! tokens, on every fixture configuration and a hierarchy / stride / window sweep.
+#![allow(clippy::disallowed_methods)] // tests read tensors freely
 
 mod common;
 

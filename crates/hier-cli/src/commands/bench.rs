@@ -140,7 +140,7 @@ fn infer_times(config: &HierarchicalTransformerConfig, args: &Args) -> Result<Ve
             let ids = ids[rows.start * n..rows.end * n].to_vec();
             let ids = TensorData::new(ids, [rows.len(), n]);
             let logits = model.forward(Tensor::<Backend, 2, Int>::from_data(ids, device))?;
-            let _ = logits.narrow(1, n - 1, 1).into_data(); // wait for the result
+            hier_model::host::read(logits.narrow(1, n - 1, 1))?; // wait for the result
             Ok(())
         })
     });

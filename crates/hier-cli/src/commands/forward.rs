@@ -111,7 +111,7 @@ fn rows_per_pass(
 }
 
 fn host(t: Tensor<Backend, 3>) -> Result<HostTensor> {
-    let data = t.into_data().convert::<f32>();
+    let data = hier_model::host::read(t)?.convert::<f32>();
     let values: Vec<f32> = data.to_vec().map_err(|e| anyhow::anyhow!("{e:?}"))?;
     // on the host anyway: refuse to write what broken weights produced
     if values.iter().any(|v| !v.is_finite()) {
@@ -126,11 +126,7 @@ fn host(t: Tensor<Backend, 3>) -> Result<HostTensor> {
 }
 
 fn scalar(t: Tensor<Backend, 1>) -> Result<HostTensor> {
-    let values: Vec<f32> = t
-        .into_data()
-        .convert::<f32>()
-        .to_vec()
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let values: Vec<f32> = hier_model::host::read_vec(t)?;
     if values.iter().any(|v| !v.is_finite()) {
         bail!(hier_model::InputError::NonFinite {
             what: "losses".into()
