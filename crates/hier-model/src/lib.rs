@@ -85,6 +85,7 @@ pub mod config;
 mod error;
 mod feed_forward;
 pub mod files;
+pub mod flops;
 pub mod generate;
 pub mod host;
 mod init;
