@@ -78,3 +78,12 @@ fn nth_device(i: usize) -> Device {
 fn nth_device(_: usize) -> Device {
     Default::default()
 }
+
+/// Stops with a message instead of Burn's panic when this build's device cannot be set up
+/// here: a wgpu build on a machine without an adapter.
+pub fn check_device() -> anyhow::Result<()> {
+    #[cfg(all(feature = "wgpu", not(feature = "cuda")))]
+    return crate::gpu::check_adapter();
+    #[cfg(not(all(feature = "wgpu", not(feature = "cuda"))))]
+    Ok(())
+}

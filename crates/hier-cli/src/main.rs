@@ -18,6 +18,8 @@ mod backend;
 mod commands;
 mod configs;
 mod enwik8;
+#[cfg(all(feature = "wgpu", not(feature = "cuda")))]
+mod gpu;
 mod network;
 mod plot;
 mod resources;
@@ -92,6 +94,14 @@ fn main() {
     #[cfg(not(feature = "mimalloc"))]
     set_allocation_cache();
     let cli = Cli::parse();
+    // `data` and `orchestrator` never touch the device, so they run on a machine without one
+    let uses_device = !matches!(cli.command, Command::Data(_) | Command::Orchestrator(_));
+    if uses_device {
+        if let Err(e) = backend::check_device() {
+            eprintln!("error: {}", message(&e));
+            std::process::exit(1);
+        }
+    }
     let result: Result<()> = match cli.command {
         Command::Init(args) => commands::init::run(args),
         Command::Forward(args) => commands::forward::run(args),
