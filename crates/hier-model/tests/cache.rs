@@ -4,13 +4,11 @@
 
 mod common;
 
-use burn::backend::Flex;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::backend::Backend;
+use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use hier_model::cache::{generate_cached, Cache};
 use hier_model::generate::{generate_recompute, Sampler};
 use hier_model::{model_dir, HierarchicalTransformer};
-
-type B = Flex;
 
 fn ids(n: usize, vocab: usize) -> Vec<i64> {
     (0..n)
@@ -18,7 +16,7 @@ fn ids(n: usize, vocab: usize) -> Vec<i64> {
         .collect()
 }
 
-fn check(model: &HierarchicalTransformer<B>, label: &str) {
+fn check<B: Backend>(model: &HierarchicalTransformer<B>, label: &str) {
     let spec = model.spec();
     let n = spec.seq_len;
     let tokens = ids(2 * n, spec.num_tokens);
@@ -36,7 +34,7 @@ fn check(model: &HierarchicalTransformer<B>, label: &str) {
     for (t, (&a, &b)) in rows[0].iter().zip(&rows[1]).enumerate() {
         let stepped = cache.step(model, &[a, b]).unwrap();
         let expected = full.clone().narrow(1, t, 1).reshape([2, spec.num_tokens]);
-        let diff: f32 = (stepped - expected).abs().max().into_scalar();
+        let diff: f32 = (stepped - expected).abs().max().into_scalar().elem();
         assert!(
             diff < 1e-4,
             "{label}: position {t}: logits differ by {diff}"
@@ -74,16 +72,14 @@ fn check(model: &HierarchicalTransformer<B>, label: &str) {
     assert_eq!(long[0].len(), n + 10);
 }
 
-#[test]
-fn fixture_configurations() {
+fn fixture_configurations<B: Backend>() {
     for case in common::CASES {
         let model = model_dir::load::<B>(&common::fixture_dir(case), &Default::default()).unwrap();
         check(&model, case);
     }
 }
 
-#[test]
-fn hierarchy_stride_window_sweep() {
+fn hierarchy_stride_window_sweep<B: Backend>() {
     for config in common::sweep_configs() {
         let model = HierarchicalTransformer::<B>::init(&config, 1, &Default::default()).unwrap();
         let label = format!(
@@ -91,5 +87,66 @@ fn hierarchy_stride_window_sweep() {
             config.hierarchies, config.hierarchical_stride, config.window_sizes
         );
         check(&model, &label);
+    }
+}
+
+#[cfg(any(feature = "test-wgpu", feature = "test-cuda"))]
+fn greedy_cached<B: Backend>(
+    model: &HierarchicalTransformer<B>,
+    prompt: &[Vec<i64>],
+    new: usize,
+) -> Vec<Vec<i64>> {
+    let mut greedy = Sampler::new(0.0, 0.9, 0).unwrap();
+    generate_cached(model, prompt, new, &mut greedy, &Default::default()).unwrap()
+}
+
+/// Cached greedy decoding on `B` gives flex's tokens, past `seq_len`.
+#[cfg(any(feature = "test-wgpu", feature = "test-cuda"))]
+fn greedy_tokens_equal_flex<B: Backend>() {
+    for case in common::CASES {
+        let dir = common::fixture_dir(case);
+        let flex = model_dir::load::<burn::backend::Flex>(&dir, &Default::default()).unwrap();
+        let other = model_dir::load::<B>(&dir, &Default::default()).unwrap();
+        let spec = flex.spec();
+        let prompt = vec![ids(5, spec.num_tokens)];
+        let new = spec.seq_len + 5;
+        assert_eq!(
+            greedy_cached(&other, &prompt, new),
+            greedy_cached(&flex, &prompt, new),
+            "{case}: greedy tokens differ from flex's"
+        );
+    }
+}
+
+macro_rules! on_backend {
+    ($backend:ty) => {
+        #[test]
+        fn fixture_configurations() {
+            super::fixture_configurations::<$backend>();
+        }
+        #[test]
+        fn hierarchy_stride_window_sweep() {
+            super::hierarchy_stride_window_sweep::<$backend>();
+        }
+    };
+}
+
+mod flex {
+    on_backend!(burn::backend::Flex);
+}
+#[cfg(feature = "test-wgpu")]
+mod wgpu {
+    on_backend!(burn::backend::Wgpu);
+    #[test]
+    fn greedy_tokens_equal_flex() {
+        super::greedy_tokens_equal_flex::<burn::backend::Wgpu>();
+    }
+}
+#[cfg(feature = "test-cuda")]
+mod cuda {
+    on_backend!(burn::backend::Cuda);
+    #[test]
+    fn greedy_tokens_equal_flex() {
+        super::greedy_tokens_equal_flex::<burn::backend::Cuda>();
     }
 }

@@ -4,22 +4,26 @@
 
 mod common;
 
-use burn::backend::Flex;
+use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use hier_model::synthetic::token_ids;
 use hier_model::{model_dir, HierarchicalTransformer};
 
-type B = Flex;
-
-fn logits(model: &HierarchicalTransformer<B>, ids: &[i64]) -> Vec<f32> {
+fn logits<B: Backend>(model: &HierarchicalTransformer<B>, ids: &[i64]) -> Vec<f32> {
     let t = Tensor::<B, 2, Int>::from_data(
         TensorData::new(ids.to_vec(), [1, ids.len()]),
         &Default::default(),
     );
-    model.forward(t).unwrap().into_data().to_vec().unwrap()
+    model
+        .forward(t)
+        .unwrap()
+        .into_data()
+        .convert::<f32>()
+        .to_vec()
+        .unwrap()
 }
 
-fn assert_causal(model: &HierarchicalTransformer<B>, n: usize, label: &str) {
+fn assert_causal<B: Backend>(model: &HierarchicalTransformer<B>, n: usize, label: &str) {
     let vocab = model.spec().num_tokens;
     let base = token_ids(n, vocab, n as u64);
     let reference = logits(model, &base);
@@ -39,8 +43,7 @@ fn assert_causal(model: &HierarchicalTransformer<B>, n: usize, label: &str) {
     }
 }
 
-#[test]
-fn fixture_configurations_are_causal() {
+fn fixture_configurations<B: Backend>() {
     for case in common::CASES {
         let model = model_dir::load::<B>(&common::fixture_dir(case), &Default::default()).unwrap();
         let n = model.spec().seq_len;
@@ -49,8 +52,7 @@ fn fixture_configurations_are_causal() {
     }
 }
 
-#[test]
-fn hierarchy_stride_window_sweep_is_causal() {
+fn hierarchy_stride_window_sweep<B: Backend>() {
     let configs = common::sweep_configs();
     assert_eq!(configs.len(), 36);
     for config in configs {
@@ -61,4 +63,29 @@ fn hierarchy_stride_window_sweep_is_causal() {
         );
         assert_causal(&model, 21, &label);
     }
+}
+
+macro_rules! on_backend {
+    ($backend:ty) => {
+        #[test]
+        fn fixture_configurations_are_causal() {
+            super::fixture_configurations::<$backend>();
+        }
+        #[test]
+        fn hierarchy_stride_window_sweep_is_causal() {
+            super::hierarchy_stride_window_sweep::<$backend>();
+        }
+    };
+}
+
+mod flex {
+    on_backend!(burn::backend::Flex);
+}
+#[cfg(feature = "test-wgpu")]
+mod wgpu {
+    on_backend!(burn::backend::Wgpu);
+}
+#[cfg(feature = "test-cuda")]
+mod cuda {
+    on_backend!(burn::backend::Cuda);
 }

@@ -113,7 +113,7 @@ fn check_outputs<B: Backend>(case: &str) {
     assert_eq!(ours[0], reference, "{case}: greedy generation differs");
 }
 
-fn check_gradients<B: AutodiffBackend>(case: &str) {
+fn check_gradients<B: AutodiffBackend>(case: &str, tolerance: f32) {
     let exp = expected(case);
     let model = load::<B>(case);
     let ids = &exp["ids"];
@@ -135,7 +135,7 @@ fn check_gradients<B: AutodiffBackend>(case: &str) {
         };
         let diff = max_abs_diff(&ours, &reference);
         assert!(
-            diff <= 1e-4 * largest.max(1e-6),
+            diff <= tolerance * largest.max(1e-6),
             "{case}: grad of {key} differs by {diff} (largest {largest})"
         );
         checked += 1;
@@ -149,11 +149,26 @@ fn check_gradients<B: AutodiffBackend>(case: &str) {
     }
 }
 
+/// wgpu's erf (in GELU and its derivative) is cubecl's polynomial approximation (absolute error
+/// up to 1.5e-7), which moves a gradient by up to 1.1e-3 of its largest magnitude (measured on
+/// lavapipe; most parameters by 1e-4 to 3e-4), against 1e-4 on the CPU backends. A wrong
+/// gradient is off by far more.
+#[cfg(feature = "test-wgpu")]
+const WGPU_GRADIENT_TOLERANCE: f32 = 5e-3;
+
 macro_rules! parity_cases {
     ($($case:ident),*) => {
         mod flex { $( #[test] fn $case() { super::check_outputs::<burn::backend::Flex>(stringify!($case)); } )* }
         mod ndarray { $( #[test] fn $case() { super::check_outputs::<burn::backend::NdArray>(stringify!($case)); } )* }
-        mod gradients { $( #[test] fn $case() { super::check_gradients::<burn::backend::Autodiff<burn::backend::Flex>>(stringify!($case)); } )* }
+        mod gradients { $( #[test] fn $case() { super::check_gradients::<burn::backend::Autodiff<burn::backend::Flex>>(stringify!($case), 1e-4); } )* }
+        #[cfg(feature = "test-wgpu")]
+        mod wgpu { $( #[test] fn $case() { super::check_outputs::<burn::backend::Wgpu>(stringify!($case)); } )* }
+        #[cfg(feature = "test-wgpu")]
+        mod wgpu_gradients { $( #[test] fn $case() { super::check_gradients::<burn::backend::Autodiff<burn::backend::Wgpu>>(stringify!($case), super::WGPU_GRADIENT_TOLERANCE); } )* }
+        #[cfg(feature = "test-cuda")]
+        mod cuda { $( #[test] fn $case() { super::check_outputs::<burn::backend::Cuda>(stringify!($case)); } )* }
+        #[cfg(feature = "test-cuda")]
+        mod cuda_gradients { $( #[test] fn $case() { super::check_gradients::<burn::backend::Autodiff<burn::backend::Cuda>>(stringify!($case), 1e-4); } )* }
     };
 }
 
