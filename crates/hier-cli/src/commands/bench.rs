@@ -7,7 +7,9 @@ use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::tensor::{Int, Tensor, TensorData};
 use clap::ValueEnum;
 use hier_model::cache::generate_cached;
+use hier_model::flops;
 use hier_model::generate::{generate_recompute, Sampler};
+use hier_model::spec::ModelSpec;
 use hier_model::synthetic::token_ids;
 use hier_model::{HierarchicalTransformer, HierarchicalTransformerConfig};
 use hier_train::parallel::{on_replicas, on_threads, Peer};
@@ -52,6 +54,10 @@ pub struct Args {
     /// One JSON object per line and mode instead of a table.
     #[arg(long)]
     json: bool,
+    /// The device's peak throughput in TFLOP/s for the dtype used (f32 here), to report model
+    /// FLOPs utilisation: achieved model FLOP/s (`hier_model::flops`) over this peak.
+    #[arg(long)]
+    peak_tflops: Option<f64>,
 }
 
 /// Peak resident memory of this process in MiB (Linux; `None` elsewhere).
@@ -175,7 +181,8 @@ fn check_resources(config: &HierarchicalTransformerConfig, args: &Args) -> Resul
     works.into_iter().try_for_each(|w| check_memory(config, w))
 }
 
-pub fn run(args: Args) -> Result<()> {
+/// The model config to time, and the flags checked.
+fn model_config(args: &Args) -> Result<HierarchicalTransformerConfig> {
     let config = match (&args.config, &args.preset) {
         (Some(path), _) => crate::configs::model_config(path)?,
         (None, Some(name)) => crate::configs::preset(name)?.model,
@@ -191,38 +198,80 @@ pub fn run(args: Args) -> Result<()> {
             args.batch
         );
     }
+    if let Some(peak) = args.peak_tflops {
+        if !(peak.is_finite() && peak > 0.0) {
+            bail!("--peak-tflops {peak} must be a positive number of TFLOP/s");
+        }
+    }
+    Ok(config)
+}
+
+/// Model FLOPs per token of `mode` (`hier_model::flops`): a training step per input token, a
+/// forward pass per position, or the decoding of `--steps` new tokens after a one-token prompt
+/// per new token (the same figure for the recomputing path, whose extra work is what it costs).
+fn flops_per_token(spec: &ModelSpec, mode: Mode, steps: usize) -> f64 {
+    let n = spec.seq_len;
+    match mode {
+        Mode::Train => flops::training_per_token(spec, n),
+        Mode::Infer => flops::forward_per_token(spec, n),
+        Mode::Generate => flops::generation(spec, 1, steps) / steps as f64,
+    }
+}
+
+/// One row of the report: time, throughput, model FLOPs and, with `--peak-tflops`, the model
+/// FLOPs utilisation.
+struct Row {
+    mode: &'static str,
+    median_ms: f64,
+    tokens_per_s: f64,
+    flops_per_token: f64,
+}
+
+impl Row {
+    fn new(mode: &'static str, ms: Vec<f64>, tokens: usize, flops_per_token: f64) -> Row {
+        let median_ms = median(ms);
+        Row {
+            mode,
+            median_ms,
+            tokens_per_s: tokens as f64 / (median_ms / 1e3),
+            flops_per_token,
+        }
+    }
+
+    fn flops_per_s(&self) -> f64 {
+        self.flops_per_token * self.tokens_per_s
+    }
+
+    fn mfu(&self, peak_tflops: Option<f64>) -> Option<f64> {
+        peak_tflops.map(|peak| self.flops_per_s() / (peak * 1e12))
+    }
+}
+
+/// Runs `args.mode`; one row per timed path.
+fn measure(config: &HierarchicalTransformerConfig, args: &Args) -> Result<Vec<Row>> {
     let spec = config.validate()?;
     let (n, vocab, batch) = (spec.seq_len, spec.num_tokens, args.batch);
-    check_resources(&config, &args)?;
-    let device = device();
-    let mut rows = Vec::new();
-    let mut report = |mode: &str, ms: Vec<f64>, tokens: usize| {
-        let median_ms = median(ms);
-        rows.push(serde_json::json!({
-            "mode": mode,
-            "median_ms": median_ms,
-            "tokens_per_s": tokens as f64 / (median_ms / 1e3),
-            "batch": batch,
-            "seq_len": n,
-            "steps": args.steps,
-            "peak_rss_mib": peak_rss_mib(),
-            "backend": std::any::type_name::<Backend>(),
-        }));
-    };
-    match args.mode {
-        Mode::Train => {
-            let ms = train_step_times(&config, &args)?;
-            report("train", ms, batch * n);
-        }
-        Mode::Infer => {
-            let ms = infer_times(&config, &args)?;
-            report("infer", ms, batch * n);
-        }
+    let flops = flops_per_token(&spec, args.mode, args.steps);
+    Ok(match args.mode {
+        Mode::Train => vec![Row::new(
+            "train",
+            train_step_times(config, args)?,
+            batch * n,
+            flops,
+        )],
+        Mode::Infer => vec![Row::new(
+            "infer",
+            infer_times(config, args)?,
+            batch * n,
+            flops,
+        )],
         Mode::Generate => {
-            let model = HierarchicalTransformer::<Backend>::init(&config, 0, &device)?;
+            let device = device();
+            let model = HierarchicalTransformer::<Backend>::init(config, 0, &device)?;
             let prompt: Vec<Vec<i64>> = (0..batch)
                 .map(|b| vec![1 + b as i64 % (vocab as i64 - 1)])
                 .collect();
+            let mut rows = Vec::new();
             for (mode, cached) in [("generate", true), ("generate_recompute", false)] {
                 let mut sampler = Sampler::new(1.0, 0.9, 0)?;
                 let t0 = Instant::now();
@@ -232,27 +281,67 @@ pub fn run(args: Args) -> Result<()> {
                     generate_recompute(&model, &prompt, args.steps, &mut sampler, &device)?;
                 }
                 let per_token = t0.elapsed().as_secs_f64() * 1e3 / args.steps as f64;
-                report(mode, vec![per_token], batch);
+                rows.push(Row::new(mode, vec![per_token], batch, flops));
             }
+            rows
         }
+    })
+}
+
+fn print_json(rows: &[Row], args: &Args, seq_len: usize) {
+    for r in rows {
+        let row = serde_json::json!({
+            "mode": r.mode,
+            "median_ms": r.median_ms,
+            "tokens_per_s": r.tokens_per_s,
+            "model_flops_per_token": r.flops_per_token,
+            "flops_per_s": r.flops_per_s(),
+            "peak_tflops": args.peak_tflops,
+            "mfu": r.mfu(args.peak_tflops),
+            "batch": args.batch,
+            "seq_len": seq_len,
+            "steps": args.steps,
+            "peak_rss_mib": peak_rss_mib(),
+            "backend": std::any::type_name::<Backend>(),
+        });
+        println!("{row}");
     }
+}
+
+fn print_table(rows: &[Row], args: &Args, seq_len: usize) {
+    let peak = args.peak_tflops;
+    let mfu_head = if peak.is_some() { " MFU |" } else { "" };
+    let mfu_rule = if peak.is_some() { "---:|" } else { "" };
+    println!(
+        "| mode | median ms | tokens/s | model MFLOP/token | TFLOP/s |{mfu_head} batch | seq_len | peak RSS MiB |\n\
+         |---|---:|---:|---:|---:|{mfu_rule}---:|---:|---:|"
+    );
+    for r in rows {
+        let mfu = r
+            .mfu(peak)
+            .map_or(String::new(), |u| format!(" {:.1}% |", 100.0 * u));
+        println!(
+            "| {} | {:.2} | {:.0} | {:.2} | {:.4} |{mfu} {} | {} | {:.0} |",
+            r.mode,
+            r.median_ms,
+            r.tokens_per_s,
+            r.flops_per_token / 1e6,
+            r.flops_per_s() / 1e12,
+            args.batch,
+            seq_len,
+            peak_rss_mib().unwrap_or(f64::NAN)
+        );
+    }
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let config = model_config(&args)?;
+    check_resources(&config, &args)?;
+    let rows = measure(&config, &args)?;
     if args.json {
-        for row in &rows {
-            println!("{row}");
-        }
+        print_json(&rows, &args, config.seq_len);
     } else {
-        println!("| mode | median ms | tokens/s | batch | seq_len | peak RSS MiB |\n|---|---:|---:|---:|---:|---:|");
-        for r in &rows {
-            println!(
-                "| {} | {:.2} | {:.0} | {} | {} | {:.0} |",
-                r["mode"].as_str().unwrap_or(""),
-                r["median_ms"].as_f64().unwrap_or(0.0),
-                r["tokens_per_s"].as_f64().unwrap_or(0.0),
-                batch,
-                n,
-                r["peak_rss_mib"].as_f64().unwrap_or(f64::NAN)
-            );
-        }
+        print_table(&rows, &args, config.seq_len);
     }
     Ok(())
 }
