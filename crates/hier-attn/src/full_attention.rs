@@ -4,8 +4,7 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{backend::Backend, Tensor};
 
 use crate::kernel::{
-    bias_values, fused_attend, masked_softmax_attend, merge_heads, qkv_projections, split_heads,
-    AttentionImpl,
+    bias_values, fused_attend, masked_softmax_attend, project_heads_out, qkv_heads, AttentionImpl,
 };
 use crate::rotary::{self, Layout, Part};
 use crate::tables::{table, upload, TableKey};
@@ -70,10 +69,10 @@ impl<B: Backend> FullAttention<B> {
         let device = x.device();
         let n = x.dims()[1];
         let (h, dh) = (self.heads, self.dim_head);
-        let [q, k, v] = qkv_projections(self.norm.forward(x), &self.to_qkv); // [b, n, h * dh]
+        let [q, k, v] = qkv_heads(self.norm.forward(x), &self.to_qkv, h); // [b, h, n, dh]
 
-        // rotary + xPos (+ the softmax scale on q, unless the fused op applies it) on contiguous
-        // rows, before the heads are split off as strided views
+        // rotary + xPos (+ the softmax scale on q, unless the fused op applies it), one
+        // `[n · dh]` table shared by every head
         let fused = self.implementation.is_fused::<B>(&device);
         let query = if fused {
             Part::Query
@@ -81,24 +80,20 @@ impl<B: Backend> FullAttention<B> {
             Part::ScaledQuery
         };
         let rotation = rotary::rotation_matrix::<B>(dh, Layout::Interleaved, &device);
-        let (cos, sin) = rotary::full_attention_tables::<B>(n, h, dh, query, &device);
-        let q = split_heads(rotary::apply_frame(q, cos, sin, rotation.clone()), h);
-        let (cos, sin) = rotary::full_attention_tables::<B>(n, h, dh, Part::Key, &device);
-        let k = split_heads(rotary::apply_frame(k, cos, sin, rotation), h);
-        let v = split_heads(v, h);
+        let (cos, sin) = rotary::full_attention_tables::<B>(n, 1, dh, query, &device);
+        let q = rotary::apply_frame(q, cos, sin, rotation.clone());
+        let (cos, sin) = rotary::full_attention_tables::<B>(n, 1, dh, Part::Key, &device);
+        let k = rotary::apply_frame(k, cos, sin, rotation);
 
         if fused {
-            return self
-                .to_out
-                .forward(merge_heads(fused_attend(q, k, v, None, true)));
+            return project_heads_out(fused_attend(q, k, v, None, true), &self.to_out);
         }
         let sim = q.matmul(k.swap_dims(2, 3)); // [b, h, n, n]
         let causal = table(TableKey::CausalBias { seq: n }, || {
             bias_values([n, n], |[i, j]| j > i)
         });
         let causal = upload::<B, 1>(&causal, [n * n], &device);
-        self.to_out
-            .forward(merge_heads(masked_softmax_attend(sim, causal, v)))
+        project_heads_out(masked_softmax_attend(sim, causal, v), &self.to_out)
     }
 }
 

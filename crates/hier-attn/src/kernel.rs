@@ -136,6 +136,46 @@ pub fn qkv_projections<B: Backend>(x: Tensor<B, 3>, to_qkv: &Linear<B>) -> [Tens
     [project(0), project(1), project(2)]
 }
 
+/// The q, k and v projections of a fused `[dim, 3 · inner]` weight straight into heads, each
+/// `[batch, heads, seq, dim_head]` and contiguous: `[b, 1, n, dim] @ [1, h, dim, dh]`.
+///
+/// Projecting first and splitting the heads off afterwards leaves `[b, h, n, dh]` views of a
+/// `[b, n, h, dh]` buffer; every later reshape or element-wise op on them needs a 3-D transposed
+/// copy, which stock Burn CPU backends do element by element. A batched product writes each head
+/// where it belongs and reads the weight through its strides, so no copy is ever made.
+pub fn qkv_heads<B: Backend>(
+    x: Tensor<B, 3>,
+    to_qkv: &Linear<B>,
+    heads: usize,
+) -> [Tensor<B, 4>; 3] {
+    let w = to_qkv.weight.val();
+    let [dim, fused] = w.dims();
+    let dim_head = fused / (3 * heads);
+    // [dim, 3h · dh] -> [3h, dim, dh]: a view; the product reads it through its strides
+    let w = w.reshape([dim, 3 * heads, dim_head]).swap_dims(0, 1);
+    let x: Tensor<B, 4> = x.unsqueeze_dim(1);
+    let project = |i: usize| {
+        let w: Tensor<B, 4> = w.clone().narrow(0, i * heads, heads).unsqueeze();
+        x.clone().matmul(w)
+    };
+    [project(0), project(1), project(2)]
+}
+
+/// The output projection of `[batch, heads, seq, dim_head]` heads by a bias-free
+/// `[heads · dim_head, dim]` weight: `Σ_h head_h @ W_h`, `[batch, seq, dim]`, without
+/// first merging the heads into one `[b, n, h · dh]` buffer (a transposed copy, see [`qkv_heads`]).
+pub fn project_heads_out<B: Backend>(x: Tensor<B, 4>, to_out: &Linear<B>) -> Tensor<B, 3> {
+    let [b, h, n, dh] = x.dims();
+    let w = to_out.weight.val();
+    let dim = w.dims()[1];
+    let y = x.matmul(w.reshape([1, h, dh, dim])); // [b, h, n, dim]
+    let y = y.sum_dim(1).reshape([b, n, dim]);
+    match &to_out.bias {
+        Some(bias) => y + bias.val().unsqueeze(),
+        None => y,
+    }
+}
+
 /// `[batch, heads, seq, dim_head] -> [batch, seq, heads * dim_head]`
 pub fn merge_heads<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 3> {
     let [b, h, n, d] = x.dims();
@@ -161,6 +201,7 @@ pub fn pad_end<B: Backend, const D: usize>(
 mod tests {
     use super::*;
     use burn::backend::Flex;
+    use burn::tensor::Tolerance;
 
     #[test]
     fn masked_keys_get_no_weight() {
@@ -174,6 +215,33 @@ mod tests {
             .unwrap();
         assert_eq!(out[0], 1.0);
         assert!((out[1] - 100.0).abs() < 1e-3);
+    }
+
+    #[test]
+    fn projections_into_heads_equal_split_and_merge() {
+        use burn::nn::LinearConfig;
+        let device = Default::default();
+        let (b, n, dim, h, dh) = (2, 5, 12, 3, 4);
+        let x =
+            Tensor::<Flex, 3>::random([b, n, dim], burn::tensor::Distribution::Default, &device);
+        let to_qkv = LinearConfig::new(dim, 3 * h * dh)
+            .with_bias(false)
+            .init::<Flex>(&device);
+        let split = qkv_projections(x.clone(), &to_qkv).map(|t| split_heads(t, h));
+        for (direct, split) in qkv_heads(x, &to_qkv, h).into_iter().zip(split) {
+            direct
+                .into_data()
+                .assert_approx_eq::<f32>(&split.into_data(), Tolerance::absolute(1e-6));
+        }
+        let heads =
+            Tensor::<Flex, 4>::random([b, h, n, dh], burn::tensor::Distribution::Default, &device);
+        let to_out = LinearConfig::new(h * dh, dim).init::<Flex>(&device);
+        project_heads_out(heads.clone(), &to_out)
+            .into_data()
+            .assert_approx_eq::<f32>(
+                &to_out.forward(merge_heads(heads)).into_data(),
+                Tolerance::absolute(1e-6),
+            );
     }
 
     #[test]

@@ -4,8 +4,8 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{backend::Backend, Tensor};
 
 use crate::kernel::{
-    bias_values, fused_attend, masked_softmax_attend, merge_heads, pad_end, qkv_projections,
-    split_heads, AttentionImpl,
+    bias_values, fused_attend, masked_softmax_attend, pad_end, project_heads_out, qkv_heads,
+    AttentionImpl,
 };
 use crate::rotary::{self, Layout, Part};
 use crate::tables::{table, upload, TableKey};
@@ -72,13 +72,12 @@ impl LocalAttentionConfig {
 impl<B: Backend> LocalAttention<B> {
     /// `[batch, seq, dim] -> [batch, seq, dim]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let [q, k, v] =
-            qkv_projections(self.norm.forward(x), &self.to_qkv).map(|t| split_heads(t, self.heads));
+        let [q, k, v] = qkv_heads(self.norm.forward(x), &self.to_qkv, self.heads);
         // `auto` keeps the blocked explicit kernel here: Burn's fused op with a band mask was
         // slower on Flex (docs/performance.md)
         let fused = self.implementation == AttentionImpl::Fused;
         let out = local_causal_attention(q, k, v, self.window, fused);
-        self.to_out.forward(merge_heads(out))
+        project_heads_out(out, &self.to_out)
     }
 }
 

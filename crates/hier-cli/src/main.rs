@@ -13,7 +13,6 @@
 //! The backend is a cargo feature: `flex` (default, pure-Rust CPU), `ndarray`, `cuda`, `wgpu`.
 //! Install with `cargo install hier-cli` (or `cargo install hier-cli --features cuda`).
 
-mod alloc;
 mod backend;
 mod commands;
 mod configs;
@@ -30,7 +29,7 @@ use clap::{Parser, Subcommand};
 /// Large blocks are cached rather than unmapped and faulted back in every step (see `alloc`).
 #[cfg(not(feature = "mimalloc"))]
 #[global_allocator]
-static ALLOCATOR: alloc::CachingAllocator = alloc::CachingAllocator::new();
+static ALLOCATOR: hier_train::alloc::CachingAllocator = hier_train::alloc::CachingAllocator::new();
 
 #[cfg(feature = "mimalloc")]
 #[global_allocator]

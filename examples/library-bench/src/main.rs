@@ -14,6 +14,10 @@ use hier_train::parallel::{on_replicas, on_threads, Peer};
 use hier_train::{cpu_replicas, BatchSplit};
 
 type B = Flex;
+
+/// hier's caching allocator, as any program that trains with hier can declare it.
+#[global_allocator]
+static ALLOCATOR: hier_train::alloc::CachingAllocator = hier_train::alloc::CachingAllocator::new();
 type Ad = Autodiff<Flex>;
 
 /// Milliseconds of each of `steps` calls of `f`, after one untimed call.

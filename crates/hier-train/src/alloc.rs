@@ -12,6 +12,13 @@
 //! never faulted in). At most [`DEFAULT_LIMIT`] bytes (or what [`CachingAllocator::set_limit`]
 //! says; `hier` reads `HIER_ALLOC_CACHE_MIB`, 0 turns the cache off) wait on the free lists;
 //! beyond that, and when a class's list is full, blocks go back to the system.
+//!
+//! A program opts in with one declaration (the `hier` binary does):
+//!
+//! ```no_run
+//! #[global_allocator]
+//! static ALLOCATOR: hier_train::alloc::CachingAllocator = hier_train::alloc::CachingAllocator::new();
+//! ```
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::UnsafeCell;
@@ -109,6 +116,7 @@ pub struct CachingAllocator {
 }
 
 impl CachingAllocator {
+    /// An allocator with an empty cache and the [`DEFAULT_LIMIT`].
     pub const fn new() -> Self {
         Self {
             free: [const { FreeList::new() }; CLASSES],
