@@ -61,6 +61,7 @@
 // unit tests read tensors freely; the library reads nothing back to the host (clippy.toml)
 #![cfg_attr(test, allow(clippy::disallowed_methods))]
 
+mod decode;
 mod full_attention;
 pub mod kernel;
 mod layer_norm;
@@ -69,6 +70,7 @@ mod rms_norm;
 pub mod rotary;
 mod tables;
 
+pub use decode::KvCache;
 pub use full_attention::{FullAttention, FullAttentionConfig};
 pub use kernel::AttentionImpl;
 pub use layer_norm::{LayerNorm, LayerNormConfig};

@@ -1,7 +1,9 @@
 use burn::module::Module;
 use burn::tensor::{backend::Backend, Tensor};
 use hier_attn::kernel::pad_end;
-use hier_attn::{FullAttention, FullAttentionConfig, LocalAttention, LocalAttentionConfig};
+use hier_attn::{
+    FullAttention, FullAttentionConfig, KvCache, LocalAttention, LocalAttentionConfig,
+};
 
 use crate::feed_forward::{FeedForward, FeedForwardConfig};
 use crate::spec::{AttentionKind, HierarchySpec};
@@ -22,6 +24,22 @@ impl<B: Backend> Attention<B> {
         match self {
             Attention::Local(a) => a.forward(x),
             Attention::Full(a) => a.forward(x),
+        }
+    }
+
+    /// An empty decoding state for [`Self::forward_cache`].
+    pub fn new_cache(&self) -> KvCache<B> {
+        match self {
+            Attention::Local(a) => a.new_cache(),
+            Attention::Full(a) => a.new_cache(),
+        }
+    }
+
+    /// New tokens `[batch, m, dim]` after those in `cache` (which then holds them too).
+    pub fn forward_cache(&self, x: Tensor<B, 3>, cache: &mut KvCache<B>) -> Tensor<B, 3> {
+        match self {
+            Attention::Local(a) => a.forward_cache(x, cache),
+            Attention::Full(a) => a.forward_cache(x, cache),
         }
     }
 }

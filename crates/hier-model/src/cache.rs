@@ -5,8 +5,9 @@
 //! * the compressor needs the last `c` raw token embeddings ([`Window`]);
 //! * a new compressed token appears at every original position `t` with `t % s == 0`; it is
 //!   token `j = t / s`, in axial sub-sequence `j % a` at axial position `j / a`;
-//! * per layer and sub-sequence, attention keeps its keys and values ([`KvCache`]; local
-//!   attention only the last `window + 1`) and token shift keeps the previous inputs of the
+//! * per layer and sub-sequence, attention keeps its keys and values (hier-attn's
+//!   [`KvCache`], driven by the attention layer's `forward_cache`; local attention only the
+//!   last `window + 1`) and token shift keeps the previous inputs of the
 //!   attention and of the feed-forward;
 //! * per layer, the merge reads every hierarchy's latest block output (a strided token covers
 //!   the original positions up to the next one), kept in `block_out`.
@@ -16,65 +17,14 @@
 //! attention keeps every key; nothing is cropped or recomputed (the reference instead re-crops the
 //! context to the last `seq_len` tokens and restarts positions at 0).
 
-use burn::tensor::activation::softmax;
 use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
-use hier_attn::kernel::{merge_heads, qkv_projections, split_heads};
-use hier_attn::rotary::{self, Layout};
+use hier_attn::KvCache;
 
 use crate::block::{Attention, HierarchicalBlock};
 use crate::error::InputError;
 use crate::generate::{prompt_shape, sample_rows, Sampler};
 use crate::merge::HierarchicalMerge;
 use crate::model::{check_vocabulary, HierarchicalTransformer};
-
-/// Keys and values of one attention stream, `[batch, heads, m, dim_head]`, optionally only the
-/// last `keep` positions.
-#[derive(Debug, Clone, Default)]
-pub struct KvCache<B: Backend> {
-    k: Option<Tensor<B, 4>>,
-    v: Option<Tensor<B, 4>>,
-    keep: Option<usize>,
-}
-
-impl<B: Backend> KvCache<B> {
-    /// An empty cache; `keep: Some(w)` retains only the last `w` positions (local attention
-    /// needs `window + 1`), `None` keeps them all.
-    pub fn new(keep: Option<usize>) -> Self {
-        KvCache {
-            k: None,
-            v: None,
-            keep,
-        }
-    }
-
-    /// Append one position; returns all cached keys and values.
-    pub fn push(&mut self, k: Tensor<B, 4>, v: Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 4>) {
-        let append = |cache: Option<Tensor<B, 4>>, new: Tensor<B, 4>, keep: Option<usize>| {
-            let all = match cache {
-                Some(c) => Tensor::cat(vec![c, new], 2),
-                None => new,
-            };
-            let m = all.dims()[2];
-            match keep {
-                Some(keep) if m > keep => all.narrow(2, m - keep, keep),
-                _ => all,
-            }
-        };
-        self.k = Some(append(self.k.take(), k, self.keep));
-        self.v = Some(append(self.v.take(), v, self.keep));
-        (self.k.clone().unwrap(), self.v.clone().unwrap())
-    }
-
-    /// Cached positions.
-    pub fn len(&self) -> usize {
-        self.k.as_ref().map_or(0, |k| k.dims()[2])
-    }
-
-    /// No position cached yet.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
 
 /// The last `size` rows seen, oldest first (zeros before the first).
 #[derive(Debug, Clone)]
@@ -110,7 +60,8 @@ impl<B: Backend> Window<B> {
 /// State of one axial sub-sequence of one hierarchy in one layer.
 #[derive(Debug, Clone)]
 struct StreamState<B: Backend> {
-    kv: KvCache<B>,
+    /// `None` for a hierarchy without attention.
+    kv: Option<KvCache<B>>,
     prev_attn_in: Option<Tensor<B, 3>>,
     prev_ff_in: Option<Tensor<B, 3>>,
 }
@@ -129,70 +80,19 @@ fn shift_step<B: Backend>(x: Tensor<B, 3>, prev: &Option<Tensor<B, 3>>) -> Tenso
     Tensor::cat(vec![x.narrow(2, 0, keep), moved], 2)
 }
 
-/// One query against the cache (all cached keys are visible).
-fn attend<B: Backend>(
-    q: Tensor<B, 4>,
-    k: Tensor<B, 4>,
-    v: Tensor<B, 4>,
-    dim_head: usize,
-) -> Tensor<B, 4> {
-    let sim = q
-        .matmul(k.swap_dims(2, 3))
-        .mul_scalar((dim_head as f64).powf(-0.5));
-    softmax(sim, 3).matmul(v)
-}
-
-/// Attention for the row at axial position `pos` of a stream, `[batch, 1, d]`.
-fn attention_step<B: Backend>(
-    attn: &Attention<B>,
-    x: Tensor<B, 3>,
-    pos: usize,
-    kv: &mut KvCache<B>,
-) -> Tensor<B, 3> {
-    let device = x.device();
-    match attn {
-        Attention::Local(a) => {
-            let [q, k, v] =
-                qkv_projections(a.norm.forward(x), &a.to_qkv).map(|t| split_heads(t, a.heads));
-            // rotary depends on the query-key distance only: absolute axial positions will do
-            let (cos, sin) =
-                rotary::cos_sin::<B>(a.dim_head, pos..pos + 1, Layout::HalfSplit, &device);
-            let (cos, sin): (Tensor<B, 4>, Tensor<B, 4>) = (cos.unsqueeze(), sin.unsqueeze());
-            let q = rotary::apply(q, cos.clone(), sin.clone(), Layout::HalfSplit);
-            let k = rotary::apply(k, cos, sin, Layout::HalfSplit);
-            let (k, v) = kv.push(k, v);
-            a.to_out.forward(merge_heads(attend(q, k, v, a.dim_head)))
-        }
-        Attention::Full(a) => {
-            let [q, k, v] =
-                qkv_projections(a.norm.forward(x), &a.to_qkv).map(|t| split_heads(t, a.heads));
-            let (cos, sin) =
-                rotary::cos_sin::<B>(a.dim_head, pos..pos + 1, Layout::Interleaved, &device);
-            let (cos, sin): (Tensor<B, 4>, Tensor<B, 4>) = (cos.unsqueeze(), sin.unsqueeze());
-            // xPos: logit (i, j) scales with base^((i - j) / 512); the centre cancels, so 0 will do
-            let scale: Tensor<B, 4> =
-                rotary::xpos_scale::<B>(a.dim_head, pos..pos + 1, 0, &device).unsqueeze();
-            let q = rotary::apply(q, cos.clone(), sin.clone(), Layout::Interleaved) * scale.clone();
-            let k = rotary::apply(k, cos, sin, Layout::Interleaved) / scale;
-            let (k, v) = kv.push(k, v);
-            a.to_out.forward(merge_heads(attend(q, k, v, a.dim_head)))
-        }
-    }
-}
-
 fn block_step<B: Backend>(
     block: &HierarchicalBlock<B>,
     x: Tensor<B, 3>,
-    pos: usize,
     s: &mut StreamState<B>,
 ) -> Tensor<B, 3> {
-    let x = match &block.attn {
-        Some(attn) => {
+    // the stream's cache counts its own (axial) positions
+    let x = match (&block.attn, &mut s.kv) {
+        (Some(attn), Some(kv)) => {
             let shifted = shift_step(x.clone(), &s.prev_attn_in);
             s.prev_attn_in = Some(x.clone());
-            attention_step(attn, shifted, pos, &mut s.kv) + x
+            attn.forward_cache(shifted, kv) + x
         }
-        None => x,
+        _ => x,
     };
     let shifted = shift_step(x.clone(), &s.prev_ff_in);
     s.prev_ff_in = Some(x.clone());
@@ -227,12 +127,8 @@ impl<B: Backend> Cache<B> {
                     .iter()
                     .zip(&spec.hierarchies)
                     .map(|(block, h)| {
-                        let keep = match &block.attn {
-                            Some(Attention::Local(a)) => Some(a.window + 1),
-                            _ => None,
-                        };
                         let state = StreamState {
-                            kv: KvCache::new(keep),
+                            kv: block.attn.as_ref().map(Attention::new_cache),
                             prev_attn_in: None,
                             prev_ff_in: None,
                         };
@@ -296,7 +192,7 @@ impl<B: Backend> Cache<B> {
             for (i, block) in layer.iter().enumerate() {
                 if let Some((j, x)) = current[i].take() {
                     let a = spec.hierarchies[i].axial();
-                    let out = block_step(block, x, j / a, &mut self.streams[l][i][j % a]);
+                    let out = block_step(block, x, &mut self.streams[l][i][j % a]);
                     self.block_out[l][i] = Some(out.clone());
                     current[i] = Some((j, out));
                 }
