@@ -37,27 +37,40 @@ pub(crate) enum TableKey {
     Rotation { dim_head: usize, half_split: bool },
 }
 
-/// Tables for at most this many keys are kept; generation with recomputation asks for every
-/// sequence length once, so the memo is cleared rather than grown without bound.
-const CAPACITY: usize = 256;
+/// At most this many bytes of tables are kept; generation with recomputation asks for every
+/// sequence length once (and a causal mask grows with its square), so the memo is cleared
+/// rather than grown without bound.
+pub(crate) const CAPACITY_BYTES: usize = 64 << 20;
 
-fn memo() -> &'static Mutex<HashMap<TableKey, Arc<[f32]>>> {
-    static MEMO: OnceLock<Mutex<HashMap<TableKey, Arc<[f32]>>>> = OnceLock::new();
+#[derive(Default)]
+struct Memo {
+    tables: HashMap<TableKey, Arc<[f32]>>,
+    bytes: usize,
+}
+
+fn memo() -> &'static Mutex<Memo> {
+    static MEMO: OnceLock<Mutex<Memo>> = OnceLock::new();
     MEMO.get_or_init(Default::default)
 }
 
 /// The table for `key`, built by `build` the first time.
 pub(crate) fn table(key: TableKey, build: impl FnOnce() -> Vec<f32>) -> Arc<[f32]> {
     // A poisoned memo only means another thread panicked while inserting; the map is intact.
-    let mut map = memo().lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(t) = map.get(&key) {
+    let mut memo = memo().lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(t) = memo.tables.get(&key) {
         return t.clone();
     }
-    if map.len() >= CAPACITY {
-        map.clear();
-    }
     let t: Arc<[f32]> = build().into();
-    map.insert(key, t.clone());
+    let bytes = std::mem::size_of_val(&*t);
+    if memo.bytes + bytes > CAPACITY_BYTES {
+        memo.tables.clear();
+        memo.bytes = 0;
+    }
+    // a table larger than the whole bound is used once and not kept
+    if bytes <= CAPACITY_BYTES {
+        memo.tables.insert(key, t.clone());
+        memo.bytes += bytes;
+    }
     t
 }
 
@@ -88,5 +101,22 @@ mod tests {
         });
         assert_eq!(builds, 1);
         assert_eq!(&*a, &*b);
+    }
+
+    #[test]
+    fn the_memo_never_holds_more_than_its_bytes() {
+        let floats = CAPACITY_BYTES / 4 / 3 + 1; // three such tables exceed the bound
+        for seq in 0..4 {
+            table(TableKey::CausalBias { seq: 987_000 + seq }, || {
+                vec![0.0; floats]
+            });
+            let held = memo().lock().unwrap_or_else(|e| e.into_inner()).bytes;
+            assert!(held <= CAPACITY_BYTES, "{held} bytes held");
+        }
+        let huge = TableKey::CausalBias { seq: 986_999 };
+        let t = table(huge, || vec![0.0; CAPACITY_BYTES / 4 + 1]);
+        assert_eq!(t.len(), CAPACITY_BYTES / 4 + 1);
+        let memo = memo().lock().unwrap_or_else(|e| e.into_inner());
+        assert!(!memo.tables.contains_key(&huge) && memo.bytes <= CAPACITY_BYTES);
     }
 }
