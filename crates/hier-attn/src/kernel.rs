@@ -136,6 +136,10 @@ pub fn qkv_projections<B: Backend>(x: Tensor<B, 3>, to_qkv: &Linear<B>) -> [Tens
     [project(0), project(1), project(2)]
 }
 
+/// Below this many positions, [`qkv_heads`] and [`project_heads_out`] split and merge the heads
+/// around one 2-D product instead.
+const FEW_ROWS: usize = 16;
+
 /// The q, k and v projections of a fused `[dim, 3 · inner]` weight straight into heads, each
 /// `[batch, heads, seq, dim_head]` and contiguous: `[b, 1, n, dim] @ [1, h, dim, dh]`.
 ///
@@ -148,6 +152,11 @@ pub fn qkv_heads<B: Backend>(
     to_qkv: &Linear<B>,
     heads: usize,
 ) -> [Tensor<B, 4>; 3] {
+    if x.dims()[1] < FEW_ROWS {
+        // decoding: gemm's per-head products of a single row take a slow generic path, and
+        // splitting a few rows into heads costs next to nothing
+        return qkv_projections(x, to_qkv).map(|t| split_heads(t, heads));
+    }
     let w = to_qkv.weight.val();
     let [dim, fused] = w.dims();
     let dim_head = fused / (3 * heads);
@@ -166,6 +175,9 @@ pub fn qkv_heads<B: Backend>(
 /// first merging the heads into one `[b, n, h · dh]` buffer (a transposed copy, see [`qkv_heads`]).
 pub fn project_heads_out<B: Backend>(x: Tensor<B, 4>, to_out: &Linear<B>) -> Tensor<B, 3> {
     let [b, h, n, dh] = x.dims();
+    if n < FEW_ROWS {
+        return to_out.forward(merge_heads(x)); // as in `qkv_heads`
+    }
     let w = to_out.weight.val();
     let dim = w.dims()[1];
     let y = x.matmul(w.reshape([1, h, dh, dim])); // [b, h, n, dim]
@@ -221,27 +233,29 @@ mod tests {
     fn projections_into_heads_equal_split_and_merge() {
         use burn::nn::LinearConfig;
         let device = Default::default();
-        let (b, n, dim, h, dh) = (2, 5, 12, 3, 4);
-        let x =
-            Tensor::<Flex, 3>::random([b, n, dim], burn::tensor::Distribution::Default, &device);
+        let (b, dim, h, dh) = (2, 12, 3, 4);
         let to_qkv = LinearConfig::new(dim, 3 * h * dh)
             .with_bias(false)
             .init::<Flex>(&device);
-        let split = qkv_projections(x.clone(), &to_qkv).map(|t| split_heads(t, h));
-        for (direct, split) in qkv_heads(x, &to_qkv, h).into_iter().zip(split) {
-            direct
-                .into_data()
-                .assert_approx_eq::<f32>(&split.into_data(), Tolerance::absolute(1e-6));
-        }
-        let heads =
-            Tensor::<Flex, 4>::random([b, h, n, dh], burn::tensor::Distribution::Default, &device);
         let to_out = LinearConfig::new(h * dh, dim).init::<Flex>(&device);
-        project_heads_out(heads.clone(), &to_out)
-            .into_data()
-            .assert_approx_eq::<f32>(
-                &to_out.forward(merge_heads(heads)).into_data(),
-                Tolerance::absolute(1e-6),
-            );
+        let random = burn::tensor::Distribution::Default;
+        // below and above FEW_ROWS: split around one product, and products per head
+        for n in [5, FEW_ROWS + 3] {
+            let x = Tensor::<Flex, 3>::random([b, n, dim], random, &device);
+            let split = qkv_projections(x.clone(), &to_qkv).map(|t| split_heads(t, h));
+            for (direct, split) in qkv_heads(x, &to_qkv, h).into_iter().zip(split) {
+                direct
+                    .into_data()
+                    .assert_approx_eq::<f32>(&split.into_data(), Tolerance::absolute(1e-6));
+            }
+            let heads = Tensor::<Flex, 4>::random([b, h, n, dh], random, &device);
+            project_heads_out(heads.clone(), &to_out)
+                .into_data()
+                .assert_approx_eq::<f32>(
+                    &to_out.forward(merge_heads(heads)).into_data(),
+                    Tolerance::absolute(1e-6),
+                );
+        }
     }
 
     #[test]
