@@ -16,8 +16,6 @@ use crate::tables::upload;
 pub struct KvCache<B: Backend> {
     k: Option<Tensor<B, 4>>,
     v: Option<Tensor<B, 4>>,
-    /// Absolute position held by each slot of the buffers (`None`: empty).
-    positions: Vec<Option<usize>>,
     /// `Some(w)`: a query at `p` sees keys `p - w ..= p` (a ring of `w + 1` slots).
     window: Option<usize>,
     next: usize,
@@ -33,7 +31,6 @@ impl<B: Backend> KvCache<B> {
         KvCache {
             k: None,
             v: None,
-            positions: Vec::new(),
             window,
             next: 0,
         }
@@ -44,9 +41,22 @@ impl<B: Backend> KvCache<B> {
         self.next
     }
 
-    /// Keys held (at most `window + 1` for local attention).
+    /// Keys held (at most `window + 1` for local attention): slots `0..len` of the buffers,
+    /// which fill in order.
     pub fn len(&self) -> usize {
-        self.positions.iter().flatten().count()
+        match self.window {
+            Some(w) => self.next.min(w + 1),
+            None => self.next,
+        }
+    }
+
+    /// The absolute position held by slot `slot < len()`: full attention's slot `j` holds
+    /// position `j`; the ring's slot `s` the latest position `≡ s (mod window + 1)`.
+    fn position_of(&self, slot: usize) -> usize {
+        match self.window {
+            Some(w) => self.next - 1 - (self.next - 1 - slot) % (w + 1),
+            None => slot,
+        }
     }
 
     /// No key held yet.
@@ -75,23 +85,22 @@ impl<B: Backend> KvCache<B> {
     /// positions (causal, and the window for local attention).
     fn attend_block(&self, q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) -> Tensor<B, 4> {
         let m = q.dims()[2];
-        let mut key_positions: Vec<Option<usize>> = self.positions.clone();
-        key_positions.extend((self.next..self.next + m).map(Some));
-        let (keys, values) = if self.positions.is_empty() {
+        let held = self.len();
+        let key_positions: Vec<usize> = (0..held)
+            .map(|slot| self.position_of(slot))
+            .chain(self.next..self.next + m)
+            .collect();
+        let (keys, values) = if held == 0 {
             (k, v)
         } else {
-            // every slot that has a position (a full-attention buffer has spare ones at its end)
-            let (ck, cv) = self.slots(self.positions.len());
+            let (ck, cv) = self.filled();
             (Tensor::cat(vec![ck, k], 2), Tensor::cat(vec![cv, v], 2))
         };
         let n_keys = key_positions.len();
         let window = self.window;
         let bias = bias_values([m, n_keys], |[i, j]| {
-            let query = self.next + i;
-            match key_positions[j] {
-                None => true,
-                Some(key) => key > query || window.is_some_and(|w| query - key > w),
-            }
+            let (query, key) = (self.next + i, key_positions[j]);
+            key > query || window.is_some_and(|w| query - key > w)
         });
         let bias = upload::<B, 1>(&bias, [m * n_keys], &q.device());
         let sim = q.matmul(keys.swap_dims(2, 3)); // [b, h, m, keys]
@@ -110,7 +119,7 @@ impl<B: Backend> KvCache<B> {
 
     fn store_append(&mut self, k: Tensor<B, 4>, v: Tensor<B, 4>) {
         let [b, h, m, dh] = k.dims();
-        let len = self.positions.len();
+        let len = self.next;
         let capacity = self.k.as_ref().map_or(0, |t| t.dims()[2]);
         if len + m > capacity {
             let grown = (2 * capacity).max(len + m).max(FIRST_CAPACITY);
@@ -129,7 +138,6 @@ impl<B: Backend> KvCache<B> {
         let slots = [0..b, 0..h, len..len + m, 0..dh];
         self.k = self.k.take().map(|t| t.slice_assign(slots.clone(), k));
         self.v = self.v.take().map(|t| t.slice_assign(slots, v));
-        self.positions.extend((self.next..self.next + m).map(Some));
     }
 
     fn store_ring(&mut self, k: Tensor<B, 4>, v: Tensor<B, 4>, slots: usize) {
@@ -137,7 +145,6 @@ impl<B: Backend> KvCache<B> {
         if self.k.is_none() {
             self.k = Some(Tensor::zeros([b, h, slots, dh], &k.device()));
             self.v = Some(Tensor::zeros([b, h, slots, dh], &k.device()));
-            self.positions = vec![None; slots];
         }
         // only the last `slots` new keys can still be seen by a later query
         for i in m.saturating_sub(slots)..m {
@@ -147,17 +154,12 @@ impl<B: Backend> KvCache<B> {
             let (ki, vi) = (k.clone().narrow(2, i, 1), v.clone().narrow(2, i, 1));
             self.k = self.k.take().map(|t| t.slice_assign(at.clone(), ki));
             self.v = self.v.take().map(|t| t.slice_assign(at, vi));
-            self.positions[slot] = Some(position);
         }
     }
 
-    /// The filled part of the buffers: a prefix of the slots (the ring fills in order).
+    /// The held keys and values: slots `0..len()` (both buffers exist once a key is stored).
     fn filled(&self) -> (Tensor<B, 4>, Tensor<B, 4>) {
-        self.slots(self.len())
-    }
-
-    /// The first `n` slots of the buffers (both exist once anything was stored).
-    fn slots(&self, n: usize) -> (Tensor<B, 4>, Tensor<B, 4>) {
+        let n = self.len();
         let view = |t: &Option<Tensor<B, 4>>| {
             t.clone()
                 .expect("the buffers exist once a key is stored")
