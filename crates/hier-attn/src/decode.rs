@@ -8,7 +8,34 @@
 use burn::tensor::{activation::softmax, backend::Backend, Tensor};
 
 use crate::kernel::{bias_values, masked_softmax_attend};
+use crate::rotary::{self, Layout};
 use crate::tables::upload;
+
+/// Queries and keys `[batch, heads, m, dim_head]` of new tokens rotated at their absolute
+/// positions `start ..` in `layout` (with xPos when `xpos`), queries with the softmax scale:
+/// what [`KvCache::attend`] expects.
+pub(crate) fn rotate_new<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    start: usize,
+    layout: Layout,
+    xpos: bool,
+) -> (Tensor<B, 4>, Tensor<B, 4>) {
+    let [_, _, m, dh] = q.dims();
+    let device = q.device();
+    let (cos, sin) = rotary::cos_sin::<B>(dh, start..start + m, layout, &device);
+    let (cos, sin): (Tensor<B, 4>, Tensor<B, 4>) = (cos.unsqueeze(), sin.unsqueeze());
+    let mut q = rotary::apply(q, cos.clone(), sin.clone(), layout);
+    let mut k = rotary::apply(k, cos, sin, layout);
+    if xpos {
+        // logit (i, j) scales with base^((i - j) / 512); the centre cancels, so 0 will do
+        let scale: Tensor<B, 4> =
+            rotary::xpos_scale::<B>(dh, start..start + m, 0, &device).unsqueeze();
+        q = q * scale.clone();
+        k = k / scale;
+    }
+    (q.mul_scalar((dh as f64).powf(-0.5)), k)
+}
 
 /// Keys and values of one attention stream (`[batch, heads, slots, dim_head]` buffers) and the
 /// absolute position of the next token.

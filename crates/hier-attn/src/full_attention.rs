@@ -3,7 +3,7 @@ use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{backend::Backend, Tensor};
 
-use crate::decode::KvCache;
+use crate::decode::{rotate_new, KvCache};
 use crate::kernel::{
     bias_values, fused_attend, masked_softmax_attend, project_heads_out, qkv_heads, AttentionImpl,
 };
@@ -106,18 +106,8 @@ impl<B: Backend> FullAttention<B> {
     /// given every earlier token through `cache`, which then holds these too: the same layer
     /// for a whole prompt at once and for one token at a time (`[batch, m, dim]` out).
     pub fn forward_cache(&self, x: Tensor<B, 3>, cache: &mut KvCache<B>) -> Tensor<B, 3> {
-        let device = x.device();
-        let m = x.dims()[1];
-        let (p, dh) = (cache.position(), self.dim_head);
         let [q, k, v] = qkv_heads(self.norm.forward(x), &self.to_qkv, self.heads);
-        // rotated at absolute positions: scores depend on the query-key distance only
-        let (cos, sin) = rotary::cos_sin::<B>(dh, p..p + m, Layout::Interleaved, &device);
-        let (cos, sin): (Tensor<B, 4>, Tensor<B, 4>) = (cos.unsqueeze(), sin.unsqueeze());
-        let scale: Tensor<B, 4> = rotary::xpos_scale::<B>(dh, p..p + m, 0, &device).unsqueeze();
-        // xPos: logit (i, j) scales with base^((i - j) / 512); the centre cancels, so 0 will do
-        let q = rotary::apply(q, cos.clone(), sin.clone(), Layout::Interleaved) * scale.clone();
-        let k = rotary::apply(k, cos, sin, Layout::Interleaved) / scale;
-        let q = q.mul_scalar((dh as f64).powf(-0.5));
+        let (q, k) = rotate_new(q, k, cache.position(), Layout::Interleaved, true);
         project_heads_out(cache.attend(q, k, v), &self.to_out)
     }
 }
