@@ -7,7 +7,7 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use burn::module::AutodiffModule;
 use burn::optim::adaptor::OptimizerAdaptor;
@@ -91,6 +91,9 @@ pub struct TrainOutcome {
     pub tokens_per_s: f64,
     /// Stopped early by the stop flag (Ctrl-C); a checkpoint was written.
     pub interrupted: bool,
+    /// Stopped early because [`Control::budget`] ran out; a checkpoint was written and a
+    /// validation ran at the last step.
+    pub out_of_time: bool,
 }
 
 type Model<B> = HierarchicalTransformer<B>;
@@ -112,6 +115,12 @@ pub struct Control<'a> {
     /// Checkpoint and stop after this step, without changing the schedule (which is set by
     /// `max_steps`); `--resume` continues from there.
     pub stop_at: Option<u64>,
+    /// A wall-clock budget for this process's training loop, measured as the metrics'
+    /// `elapsed_s` (from the first step, validations and checkpoints included, set-up not): the
+    /// last step is the first whose forward and backward pass end at or after it. That step is
+    /// validated and checkpointed, like the last of `max_steps`; the schedule is unchanged.
+    /// With replicas, the first replica whose clock runs out stops them all at the same step.
+    pub budget: Option<Duration>,
 }
 
 /// Train `config` on `corpus` into `run_dir` on one device.
@@ -446,7 +455,8 @@ struct Job<'a, B: AutodiffBackend> {
 }
 
 impl<B: AutodiffBackend> Job<'_, B> {
-    /// Optimizer steps from `first_step` until `max_steps`, an interrupt or `stop_at`.
+    /// Optimizer steps from `first_step` until `max_steps`, an interrupt, `stop_at` or the
+    /// budget.
     fn train(
         &self,
         mut model: Model<B>,
@@ -454,16 +464,15 @@ impl<B: AutodiffBackend> Job<'_, B> {
         first_step: u64,
         mut metrics: Option<MetricsLog>,
     ) -> Result<TrainOutcome, TrainError> {
-        let (o, control) = (self.o, self.control);
+        let o = self.o;
         let mut last_valid = None;
         let mut last_checkpoint = first_step;
-        let mut interrupted = false;
+        let mut stop = Stop::default();
         let mut step = first_step;
         let mut interval = Interval::new();
         while step < o.max_steps {
             let (grads, losses) = self.accumulate(&model, step)?;
-            let stop = control.interrupt.is_some_and(|f| f.load(Ordering::SeqCst));
-            let (mut grads, losses, stop) = self.combine(&model, grads, losses, stop)?;
+            let (mut grads, losses, agreed) = self.combine(&model, grads, losses, self.stop())?;
             let grad_norm_sq = clip_global_norm::<B, _>(&model, &mut grads, o.clip_grad_norm);
             let lr = learning_rate(o, step);
             model = optim.step(lr, model, grads);
@@ -474,32 +483,50 @@ impl<B: AutodiffBackend> Job<'_, B> {
                 losses,
                 grad_norm_sq,
             });
-            interrupted = stop;
-            let pause = control.stop_at == Some(step);
-            let checkpoint = step.is_multiple_of(o.checkpoint_every)
-                || step == o.max_steps
-                || interrupted
-                || pause;
-            let due = Due {
-                checkpoint,
-                stop: interrupted || pause,
-                last_checkpoint,
-            };
+            stop = agreed;
+            let due = self.due(step, stop, last_checkpoint);
             let valid = self.after_step(&model, &optim, &mut metrics, &mut interval, due)?;
             last_valid = valid.or(last_valid);
-            if checkpoint {
+            if due.checkpoint {
                 last_checkpoint = step;
             }
-            if interrupted || pause {
+            if due.stop {
+                let why = match stop.out_of_time && !stop.interrupt {
+                    true => "time budget spent",
+                    false => "stopped",
+                };
                 self.progress.println(&format!(
-                    "stopped: checkpoint written at step {step}; continue with --resume {}",
+                    "{why}: checkpoint written at step {step}; continue with --resume {}",
                     self.run_dir.display()
                 ));
                 break;
             }
         }
         self.progress.finish();
-        Ok(self.outcome(first_step, step, last_valid, interrupted))
+        Ok(self.outcome(first_step, step, last_valid, stop))
+    }
+
+    /// This replica's wish to stop after the step in progress: the interrupt flag, and the
+    /// budget against the training loop's clock (the metrics' `elapsed_s`).
+    fn stop(&self) -> Stop {
+        let control = self.control;
+        Stop {
+            interrupt: control.interrupt.is_some_and(|f| f.load(Ordering::SeqCst)),
+            out_of_time: control.budget.is_some_and(|b| self.started.elapsed() >= b),
+        }
+    }
+
+    /// What is due after `step`, given the replicas' agreed stop.
+    fn due(&self, step: u64, stop: Stop, last_checkpoint: u64) -> Due {
+        let o = self.o;
+        let halt = stop.interrupt || stop.out_of_time || self.control.stop_at == Some(step);
+        Due {
+            checkpoint: step.is_multiple_of(o.checkpoint_every) || step == o.max_steps || halt,
+            stop: halt,
+            // a budget's last step ends the run's validation curve, as `max_steps` would
+            validate: stop.out_of_time && !stop.interrupt,
+            last_checkpoint,
+        }
     }
 
     fn outcome(
@@ -507,7 +534,7 @@ impl<B: AutodiffBackend> Job<'_, B> {
         first_step: u64,
         step: u64,
         last_valid: Option<(f64, f64)>,
-        interrupted: bool,
+        stop: Stop,
     ) -> TrainOutcome {
         let trained = step - first_step;
         let seconds = self.started.elapsed().as_secs_f64();
@@ -519,7 +546,9 @@ impl<B: AutodiffBackend> Job<'_, B> {
             } else {
                 0.0
             },
-            interrupted,
+            interrupted: stop.interrupt,
+            // a budget that ran out at the last step of the schedule stopped nothing early
+            out_of_time: stop.out_of_time && !stop.interrupt && step < self.o.max_steps,
         }
     }
 
@@ -558,24 +587,31 @@ impl<B: AutodiffBackend> Job<'_, B> {
     }
 
     /// The same gradients, losses and stop decision on every replica: the sums of all
-    /// replicas' weighted by their share of the batch; any replica's stop stops all. The losses
-    /// stay on the device; the stop decision is read (replicas must agree on it at every step).
+    /// replicas' weighted by their share of the batch; any replica's stop stops all (each
+    /// replica reads its own clock for the budget). The losses stay on the device; the stop
+    /// flags are read (replicas must agree on them at every step, or the next all-reduce
+    /// would wait forever).
     fn combine(
         &self,
         model: &Model<B>,
         grads: GradientsParams,
         losses: Tensor<B::InnerBackend, 1>,
-        stop: bool,
-    ) -> Result<(GradientsParams, Tensor<B::InnerBackend, 1>, bool), TrainError> {
+        stop: Stop,
+    ) -> Result<(GradientsParams, Tensor<B::InnerBackend, 1>, Stop), TrainError> {
         let Some(peer) = self.peer else {
             return Ok((grads, losses, stop));
         };
         let grads = peer.weighted_gradients(model, grads, self.shard.weight)?;
         let [len] = losses.dims();
-        let flag = Tensor::<B::InnerBackend, 1>::from_data([stop as u8 as f32], self.device);
+        let flags = [stop.interrupt as u8 as f32, stop.out_of_time as u8 as f32];
+        let flags = Tensor::<B::InnerBackend, 1>::from_data(flags, self.device);
         let sum =
-            peer.weighted_sum_device(Tensor::cat(vec![losses, flag], 0), self.shard.weight)?;
-        let stop = host::read_f64(sum.clone().narrow(0, len, 1))? > 0.0;
+            peer.weighted_sum_device(Tensor::cat(vec![losses, flags], 0), self.shard.weight)?;
+        let flags = host::read_vec::<f32, _, 1, Float>(sum.clone().narrow(0, len, 2))?;
+        let stop = Stop {
+            interrupt: flags[0] > 0.0,
+            out_of_time: flags[1] > 0.0,
+        };
         Ok((grads, sum.narrow(0, 0, len), stop))
     }
 
@@ -596,7 +632,7 @@ impl<B: AutodiffBackend> Job<'_, B> {
             return Ok(None);
         };
         let end = step == o.max_steps;
-        let validate = step.is_multiple_of(o.validate_every) || end;
+        let validate = step.is_multiple_of(o.validate_every) || end || due.validate;
         let sample = o.sample_every > 0 && (step.is_multiple_of(o.sample_every) || end);
         if !(validate || sample || due.checkpoint || due.stop || step.is_multiple_of(LOG_EVERY)) {
             return Ok(None);
@@ -763,10 +799,21 @@ impl<B: AutodiffBackend> Job<'_, B> {
 struct Due {
     /// A checkpoint is written after this step.
     checkpoint: bool,
-    /// The run stops after this step (interrupt or `stop_at`).
+    /// The run stops after this step (interrupt, `stop_at` or the budget).
     stop: bool,
+    /// A validation runs after this step whatever `validate_every` says.
+    validate: bool,
     /// The step of the checkpoint in the run directory.
     last_checkpoint: u64,
+}
+
+/// Why a replica wants to stop after the current step.
+#[derive(Debug, Clone, Copy, Default)]
+struct Stop {
+    /// The interrupt flag is set.
+    interrupt: bool,
+    /// [`Control::budget`] has run out.
+    out_of_time: bool,
 }
 
 /// A step's numbers, on the device until its metrics line is written.

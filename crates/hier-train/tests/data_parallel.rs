@@ -43,6 +43,17 @@ fn on_replicas(
     corpus: &Corpus,
     dir: &Path,
 ) -> Result<hier_train::TrainOutcome, TrainError> {
+    on_replicas_with(n, split, config, corpus, dir, &Control::default())
+}
+
+fn on_replicas_with(
+    n: usize,
+    split: BatchSplit,
+    config: &TrainConfig,
+    corpus: &Corpus,
+    dir: &Path,
+    control: &Control,
+) -> Result<hier_train::TrainOutcome, TrainError> {
     let _turn = COLLECTIVE.lock().unwrap_or_else(|e| e.into_inner());
     burn_collective::reset_collective::<Flex>();
     let devices = vec![Default::default(); n];
@@ -56,7 +67,7 @@ fn on_replicas(
             cluster: None,
             split,
         },
-        &Control::default(),
+        control,
     )
 }
 
@@ -176,5 +187,31 @@ fn a_run_directory_rank_0_cannot_create_stops_every_replica() {
     assert!(
         matches!(e, TrainError::Io { .. } | TrainError::RunDir(_)),
         "{e}"
+    );
+}
+
+/// Each replica reads its own clock; the first to run out of budget stops both at the same step
+/// (a replica that stopped alone would leave the other waiting in the next all-reduce), with
+/// rank 0's validation at that step.
+#[test]
+fn a_budget_stops_every_replica_at_the_same_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = Control {
+        budget: Some(std::time::Duration::from_millis(200)),
+        ..Control::default()
+    };
+    let split = BatchSplit::PerReplica;
+    let config = tiny(100_000, 1);
+    let corpus = Corpus::shakespeare();
+    let outcome = on_replicas_with(2, split, &config, &corpus, dir.path(), &control).unwrap();
+    assert!(
+        outcome.out_of_time && outcome.steps < 100_000,
+        "{outcome:?}"
+    );
+    let records = read(&dir.path().join("metrics.jsonl")).unwrap();
+    assert!(
+        matches!(records.last(), Some(Record::Valid(v)) if v.step == outcome.steps),
+        "{:?}",
+        records.last()
     );
 }

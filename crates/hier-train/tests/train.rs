@@ -2,6 +2,7 @@
 //! N steps bit for bit; a corrupted checkpoint is a clear error.
 
 use std::path::Path;
+use std::time::Duration;
 
 use burn::backend::{Autodiff, Flex};
 use hier_model::files::OutDirError;
@@ -29,6 +30,7 @@ fn run(
     let control = Control {
         interrupt: None,
         stop_at,
+        budget: None,
     };
     train::<B>(
         config,
@@ -89,6 +91,59 @@ fn resume_continues_bit_exactly() {
     );
     assert_eq!(a.len(), 30 + 3);
     assert!(a == b, "resumed metrics differ:\n{a:?}\n{b:?}");
+}
+
+/// Train with a wall-clock budget.
+fn run_for(config: &TrainConfig, dir: &Path, budget: Duration) -> TrainOutcome {
+    let control = Control {
+        budget: Some(budget),
+        ..Control::default()
+    };
+    let corpus = Corpus::shakespeare();
+    train::<B>(
+        config,
+        &corpus,
+        dir,
+        Start::New,
+        &Default::default(),
+        &control,
+    )
+    .unwrap()
+}
+
+/// A spent budget stops the run after the step in progress, with a validation at that step
+/// (the end of its curve) and a checkpoint that `--resume` continues on the unchanged schedule.
+#[test]
+fn a_spent_budget_stops_with_a_validation_and_a_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let outcome = run_for(&tiny(20), dir.path(), Duration::ZERO);
+    assert_eq!((outcome.steps, outcome.out_of_time), (1, true));
+    assert!(!outcome.interrupted);
+    match records(dir.path()).last() {
+        Some(Record::Valid(v)) => assert_eq!(v.step, 1),
+        other => panic!("the metrics do not end with a validation at step 1: {other:?}"),
+    }
+    assert!(outcome.last_valid.is_some());
+    let resumed = run(&tiny(20), dir.path(), Start::Resume, None).unwrap();
+    assert_eq!((resumed.steps, resumed.out_of_time), (20, false));
+}
+
+/// A budget of a fraction of a second stops a long run early, after the budget by the metrics'
+/// own clock (`elapsed_s` of the last validation).
+#[test]
+fn a_budget_stops_a_run_on_the_metrics_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let budget = Duration::from_millis(300);
+    let outcome = run_for(&tiny(100_000), dir.path(), budget);
+    assert!(
+        outcome.out_of_time && outcome.steps < 100_000,
+        "{outcome:?}"
+    );
+    let Some(Record::Valid(last)) = records(dir.path()).pop() else {
+        panic!("no final validation");
+    };
+    assert_eq!(last.step, outcome.steps);
+    assert!(last.elapsed_s >= budget.as_secs_f64(), "{last:?}");
 }
 
 /// The lines of `metrics.jsonl` as text (not parsed: the floats' last digits count), without

@@ -280,6 +280,7 @@ pub fn run(args: Args) -> Result<()> {
     let control = Control {
         interrupt: Some(&stop),
         stop_at: args.stop_at,
+        budget: None,
     };
     let cluster = match (args.nodes, &args.orchestrator, &args.node_address) {
         (1, None, None) => None,
