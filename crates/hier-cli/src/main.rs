@@ -60,7 +60,8 @@ enum Command {
     Eval(commands::eval::Args),
     /// Download and prepare datasets.
     Data(commands::data::Args),
-    /// Train several configs on the same data and seed; table and plot of validation bpc.
+    /// Train several configs, once per seed, on the same data, optionally for equal wall-clock;
+    /// tables, JSON and plots of validation bpc against steps, seconds and FLOPs.
     Compare(commands::compare::Args),
     /// Serve the gradient all-reduce of a multi-node training run (`hier train --nodes`).
     Orchestrator(commands::orchestrator::Args),

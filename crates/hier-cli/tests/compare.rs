@@ -1,0 +1,109 @@
+//! `hier compare` from outside: configs × seeds under a time budget, its tables, JSON and plots;
+//! bad budgets and seeds refused before anything is written.
+
+use std::path::Path;
+
+mod common;
+use common::{hier, run_err, run_ok};
+
+/// The tiny preset as a training config file, with `depth`.
+fn write_config(dir: &Path, name: &str, depth: usize) -> std::path::PathBuf {
+    let mut config = hier_train::presets::preset("tiny").unwrap();
+    config.model.depth = depth;
+    let path = dir.join(format!("{name}.json"));
+    std::fs::write(&path, serde_json::to_string(&config).unwrap()).unwrap();
+    path
+}
+
+#[test]
+fn two_configs_times_two_seeds_under_a_budget() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (
+        write_config(tmp.path(), "a", 1),
+        write_config(tmp.path(), "b", 2),
+    );
+    let out = tmp.path().join("cmp");
+    let md = run_ok(
+        hier()
+            .args(["compare", "--steps", "100000", "--budget-seconds", "0.4"])
+            .args(["--validate-every", "5", "--seeds", "3", "4", "--configs"])
+            .args([&a, &b])
+            .arg("--out")
+            .arg(&out),
+    );
+    for name in ["a", "b"] {
+        assert!(md.contains(&format!("| {name} | 2 |")), "{md}");
+        for seed in [3, 4] {
+            assert!(md.contains(&format!("| {name} | {seed} |")), "{md}");
+            let run = out.join(name).join(format!("seed-{seed}"));
+            assert!(run.join("model.safetensors").is_file(), "{run:?}");
+        }
+    }
+    for file in [
+        "compare.md",
+        "compare-steps.svg",
+        "compare-seconds.svg",
+        "compare-flops.svg",
+    ] {
+        assert!(out.join(file).is_file(), "{file}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("compare.json")).unwrap()).unwrap();
+    let runs = json["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 4);
+    for r in runs {
+        let steps = r["steps"].as_u64().unwrap();
+        // the budget stopped it, with a validation at its last step
+        assert!(steps < 100_000, "{r}");
+        let last = r["curve"].as_array().unwrap().last().unwrap().clone();
+        assert_eq!(last["step"].as_u64(), Some(steps), "{r}");
+        assert!(last["seconds"].as_f64().unwrap() >= 0.4, "{r}");
+        assert!(r["flops_per_token"].as_f64().unwrap() > 0.0, "{r}");
+        let flops = steps as f64
+            * r["tokens_per_step"].as_f64().unwrap()
+            * r["flops_per_token"].as_f64().unwrap();
+        assert_eq!(last["flops"].as_f64(), Some(flops), "{r}");
+    }
+}
+
+#[test]
+fn bad_budgets_and_seeds_are_refused_before_anything_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = write_config(tmp.path(), "a", 1);
+    let out = tmp.path().join("cmp");
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &["--budget-seconds", "0"],
+            "--budget-seconds 0 must be a positive number",
+        ),
+        (
+            &["--budget-seconds", "-3"],
+            "--budget-seconds -3 must be a positive number",
+        ),
+        (
+            &["--budget-seconds", "NaN"],
+            "--budget-seconds NaN must be a positive number",
+        ),
+        (
+            &["--budget-seconds", "1e300"],
+            "--budget-seconds 1e300 must be",
+        ),
+        (
+            &["--seeds", "1", "2", "1"],
+            "seed 1 is given twice in --seeds",
+        ),
+        (&["--seeds"], "--seeds"),
+    ];
+    for (flags, message) in cases {
+        let e = run_err(
+            hier()
+                .args(["compare", "--steps", "5", "--configs"])
+                .arg(&a)
+                .arg("--out")
+                .arg(&out)
+                .args(flags),
+        );
+        assert!(e.contains(message), "{flags:?}: {e}");
+        assert!(!out.exists(), "{flags:?} wrote {out:?}");
+    }
+}
