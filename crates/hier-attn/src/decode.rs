@@ -5,9 +5,10 @@
 //! appends into a buffer that grows by doubling, local attention keeps its last `window + 1`
 //! keys in a ring. Both are written in place (`slice_assign` on a buffer nothing else holds).
 
-use burn::tensor::{activation::softmax, backend::Backend, Tensor};
+use burn::tensor::{backend::Backend, Tensor};
 
 use crate::kernel::{bias_values, masked_softmax_attend};
+use crate::ops::softmax_last;
 use crate::rotary::{self, Layout};
 use crate::tables::upload;
 
@@ -100,7 +101,7 @@ impl<B: Backend> KvCache<B> {
             // a single query sees every key kept (the ring holds exactly its window)
             self.store(k, v);
             let (keys, values) = self.filled();
-            softmax(q.matmul(keys.swap_dims(2, 3)), 3).matmul(values)
+            softmax_last(q.matmul(keys.swap_dims(2, 3))).matmul(values)
         } else {
             let out = self.attend_block(q, k.clone(), v.clone());
             self.store(k, v);

@@ -3,7 +3,9 @@
 use burn::nn::Linear;
 use burn::tensor::module::{attention, linear};
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{activation::softmax, backend::Backend, Bool, Tensor, TensorData};
+use burn::tensor::{backend::Backend, Bool, Tensor, TensorData};
+
+use crate::ops::{contiguous, softmax_last};
 
 /// The reference masks with `-finfo(float32).max` (finite), never `-inf`: a row can never be all
 /// `-inf`, and masked keys get exactly zero weight after the softmax.
@@ -84,7 +86,7 @@ pub fn masked_softmax_attend<B: Backend, const D: usize>(
     let [frame] = bias.dims();
     let rows = dims.iter().product::<usize>() / frame;
     let sim = (sim.reshape([rows, frame]) + bias.unsqueeze()).reshape(dims);
-    softmax(sim, D - 1).matmul(v)
+    softmax_last(sim).matmul(v)
 }
 
 /// Additive mask values for `shape` (row-major): [`MASK_VALUE`] where `masked(index)`, else 0.
@@ -160,13 +162,11 @@ pub fn qkv_heads<B: Backend>(
     let w = to_qkv.weight.val();
     let [dim, fused] = w.dims();
     let dim_head = fused / (3 * heads);
-    // [dim, 3h · dh] -> [3h, dim, dh]: a view; the product reads it through its strides
-    let w = w.reshape([dim, 3 * heads, dim_head]).swap_dims(0, 1);
+    // [dim, 3h · dh] -> [1, 3h, dim, dh]: a view (reshaped before it is permuted, so no backend
+    // copies it); the product reads it through its strides
+    let w = w.reshape([1, dim, 3 * heads, dim_head]).swap_dims(1, 2);
     let x: Tensor<B, 4> = x.unsqueeze_dim(1);
-    let project = |i: usize| {
-        let w: Tensor<B, 4> = w.clone().narrow(0, i * heads, heads).unsqueeze();
-        x.clone().matmul(w)
-    };
+    let project = |i: usize| x.clone().matmul(w.clone().narrow(1, i * heads, heads));
     [project(0), project(1), project(2)]
 }
 
@@ -191,7 +191,7 @@ pub fn project_heads_out<B: Backend>(x: Tensor<B, 4>, to_out: &Linear<B>) -> Ten
 /// `[batch, heads, seq, dim_head] -> [batch, seq, heads * dim_head]`
 pub fn merge_heads<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 3> {
     let [b, h, n, d] = x.dims();
-    x.swap_dims(1, 2).reshape([b, n, h * d])
+    contiguous(x.swap_dims(1, 2)).reshape([b, n, h * d])
 }
 
 /// Zero rows appended along `axis` so that its length becomes `len`.

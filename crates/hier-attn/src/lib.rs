@@ -66,6 +66,7 @@ mod full_attention;
 pub mod kernel;
 mod layer_norm;
 mod local_attention;
+pub mod ops;
 mod rms_norm;
 pub mod rotary;
 mod tables;

@@ -5,6 +5,7 @@ use burn::tensor::module::linear;
 use burn::tensor::{activation::silu, backend::Backend, Int, Tensor};
 
 use hier_attn::kernel::pad_end;
+use hier_attn::ops::contiguous;
 
 use crate::loss::{cross_entropy, ids_at};
 use crate::spec::HierarchySpec;
@@ -100,7 +101,7 @@ impl<B: Backend> Compressor<B> {
                     };
                     Tensor::cat((0..c).map(tap).collect(), 2)
                 };
-                let rows = taps.swap_dims(2, 3).reshape([b, windows, d * c]);
+                let rows = contiguous(taps.swap_dims(2, 3)).reshape([b, windows, d * c]);
                 compress_rows(conv, conv_out, rows)
             }
             (_, _, Some(project)) => project.forward(x),
@@ -117,7 +118,7 @@ impl<B: Backend> Compressor<B> {
             return self.forward(window.narrow(1, c - 1, 1));
         };
         let [b, c, d] = window.dims();
-        let rows = window.swap_dims(1, 2).reshape([b, 1, d * c]);
+        let rows = contiguous(window.swap_dims(1, 2)).reshape([b, 1, d * c]);
         compress_rows(conv, conv_out, rows)
     }
 

@@ -1,7 +1,8 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::{activation::gelu, backend::Backend, Tensor};
+use burn::tensor::{backend::Backend, Tensor};
+use hier_attn::ops::gelu;
 use hier_attn::{RmsNorm, RmsNormConfig};
 
 /// Configuration of [`FeedForward`].

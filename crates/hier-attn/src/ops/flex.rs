@@ -1,0 +1,131 @@
+//! hier's kernels on Flex tensors (f32): reached through [`super`]'s dispatch, so they serve
+//! crates built against stock Burn as well as this workspace.
+
+use burn::tensor::{DType, Shape};
+use burn_flex::{FlexTensor, Layout};
+use rayon::prelude::*;
+
+use super::fast_math;
+
+/// Elements per parallel task: large enough to amortise rayon's scheduling.
+const CHUNK: usize = 1 << 15;
+
+/// Whether the kernels below take `tensor` (f32; other element types keep Burn's ops).
+pub fn takes(tensor: &FlexTensor) -> bool {
+    tensor.dtype() == DType::F32
+}
+
+fn new_f32(values: Vec<f32>, shape: Shape) -> FlexTensor {
+    FlexTensor::new(
+        burn::tensor::Bytes::from_elems(values),
+        Layout::contiguous(shape),
+        DType::F32,
+    )
+}
+
+/// The tensor's elements in row-major order, one copy at most: contiguous rows are slice copies
+/// (stock Flex copies views of three or more dimensions that do not collapse to two one element
+/// at a time).
+pub fn contiguous(tensor: FlexTensor) -> FlexTensor {
+    let layout = tensor.layout();
+    let n = layout.num_elements();
+    if layout.contiguous_offsets().is_some() && layout.start_offset() == 0 {
+        return tensor;
+    }
+    let shape = layout.shape().clone();
+    let dims = shape.to_vec();
+    let strides = layout.strides().to_vec();
+    let offset = layout.start_offset() as isize;
+    let src: &[f32] = tensor.storage();
+    let rank = dims.len();
+    let cols = dims.last().copied().unwrap_or(1).max(1);
+    let col_stride = strides.last().copied().unwrap_or(1);
+    let mut out = vec![0f32; n];
+    // an odometer over every axis but the last; each row copied as a slice where it can be
+    let mut index = vec![0usize; rank.saturating_sub(1)];
+    let mut base = offset;
+    for row in out.chunks_exact_mut(cols) {
+        if col_stride == 1 {
+            row.copy_from_slice(&src[base as usize..base as usize + cols]);
+        } else {
+            for (j, y) in row.iter_mut().enumerate() {
+                *y = src[(base + j as isize * col_stride) as usize];
+            }
+        }
+        for axis in (0..index.len()).rev() {
+            index[axis] += 1;
+            base += strides[axis];
+            if index[axis] < dims[axis] {
+                break;
+            }
+            base -= dims[axis] as isize * strides[axis];
+            index[axis] = 0;
+        }
+    }
+    new_f32(out, shape)
+}
+
+/// The contiguous f32 values of `tensor` and its shape.
+fn values(tensor: &FlexTensor) -> (&[f32], Shape) {
+    let layout = tensor.layout();
+    let shape = layout.shape().clone();
+    let (start, end) = layout
+        .contiguous_offsets()
+        .expect("callers pass contiguous tensors");
+    (&tensor.storage::<f32>()[start..end], shape)
+}
+
+/// Exact GELU.
+pub fn gelu(x: FlexTensor) -> FlexTensor {
+    let x = contiguous(x);
+    let (xs, shape) = values(&x);
+    let mut out = vec![0f32; xs.len()];
+    out.par_chunks_mut(CHUNK)
+        .zip(xs.par_chunks(CHUNK))
+        .for_each(|(y, x)| fast_math::gelu_slice(x, y));
+    new_f32(out, shape)
+}
+
+/// `grad · gelu'(x)`.
+pub fn gelu_backward(x: FlexTensor, grad: FlexTensor) -> FlexTensor {
+    let x = contiguous(x);
+    let grad = contiguous(grad);
+    let (xs, shape) = values(&x);
+    let mut out = values(&grad).0.to_vec();
+    out.par_chunks_mut(CHUNK)
+        .zip(xs.par_chunks(CHUNK))
+        .for_each(|(g, x)| fast_math::gelu_backward_slice(x, g));
+    new_f32(out, shape)
+}
+
+/// Rows per parallel task for a row length.
+fn rows_per_task(row_len: usize) -> usize {
+    (CHUNK / row_len.max(1)).max(1) * row_len.max(1)
+}
+
+/// Softmax over the last axis.
+pub fn softmax_last(x: FlexTensor) -> FlexTensor {
+    let x = contiguous(x);
+    let (xs, shape) = values(&x);
+    let row = shape.last().copied().unwrap_or(1).max(1);
+    let mut out = vec![0f32; xs.len()];
+    let task = rows_per_task(row);
+    out.par_chunks_mut(task)
+        .zip(xs.par_chunks(task))
+        .for_each(|(y, x)| fast_math::softmax_rows(x, y, row));
+    new_f32(out, shape)
+}
+
+/// Softmax's backward over the last axis from its output `y`: `y · (g − Σ g·y)`.
+pub fn softmax_last_backward(y: FlexTensor, grad: FlexTensor) -> FlexTensor {
+    let y = contiguous(y);
+    let grad = contiguous(grad);
+    let (ys, shape) = values(&y);
+    let row = shape.last().copied().unwrap_or(1).max(1);
+    let mut out = values(&grad).0.to_vec();
+    let task = rows_per_task(row);
+    out.par_chunks_mut(task)
+        .zip(ys.par_chunks(task))
+        .for_each(|(g, y)| fast_math::softmax_backward_rows(y, g, row));
+    new_f32(out, shape)
+}

@@ -1,0 +1,123 @@
+//! hier's own kernels (`hier_attn::ops`) against Burn's operations: the same values on Flex,
+//! and the same gradients through `Autodiff<Flex>` (hier's single nodes) as through
+//! `Autodiff<NdArray>` (Burn's own decomposition).
+#![allow(clippy::disallowed_methods)] // tests read results back
+
+use burn::backend::{Autodiff, Flex, NdArray};
+use burn::tensor::{activation, backend::Backend, Tensor, TensorData, Tolerance};
+use hier_attn::ops::{contiguous, gelu, softmax_last};
+
+fn random<B: Backend>(shape: [usize; 3], seed: u64, device: &B::Device) -> Tensor<B, 3> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let n: usize = shape.iter().product();
+    let values: Vec<f32> = (0..n)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            // [-8, 8): both GELU tails and large softmax logits
+            (state >> 40) as f32 / (1u64 << 24) as f32 * 16.0 - 8.0
+        })
+        .collect();
+    Tensor::from_data(TensorData::new(values, shape), device)
+}
+
+fn close<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>, tol: f32) {
+    a.into_data()
+        .assert_approx_eq::<f32>(&b.into_data(), Tolerance::absolute(tol));
+}
+
+#[test]
+fn kernels_equal_burns_operations_on_flex() {
+    let device = Default::default();
+    // a permuted view too: the kernels read strided input
+    let x = random::<Flex>([3, 37, 70], 1, &device);
+    for x in [x.clone(), x.swap_dims(0, 1).swap_dims(1, 2)] {
+        close(gelu(x.clone()), activation::gelu(x.clone()), 1e-6);
+        close(
+            softmax_last(x.clone()),
+            activation::softmax(x.clone(), 2),
+            1e-6,
+        );
+    }
+}
+
+#[test]
+fn contiguous_keeps_every_value_of_any_view() {
+    let device = Default::default();
+    let x: Tensor<Flex, 4> = random::<Flex>([4, 6, 10], 2, &device).reshape([4, 6, 2, 5]);
+    let views = [
+        x.clone().swap_dims(1, 2),
+        x.clone().swap_dims(2, 3),
+        x.clone().narrow(1, 1, 4).narrow(3, 2, 3),
+        x.clone().permute([3, 1, 0, 2]),
+        x.clone(),
+    ];
+    for view in views {
+        let dims = view.dims();
+        let copied = contiguous(view.clone());
+        assert_eq!(copied.dims(), dims);
+        copied.into_data().assert_eq(&view.into_data(), true);
+    }
+}
+
+/// `Σ w · f(x)` differentiated on both backends, for a `f` and fixed weights `w`.
+fn gradients<B: burn::tensor::backend::AutodiffBackend>(
+    f: impl Fn(Tensor<B, 3>) -> Tensor<B, 3>,
+    device: &B::Device,
+) -> (Vec<f32>, Vec<f32>) {
+    let x = random::<B>([2, 9, 33], 3, device).require_grad();
+    let w = random::<B>([2, 9, 33], 4, device);
+    let y = f(x.clone());
+    let grads = (y.clone() * w).sum().backward();
+    let g = x.grad(&grads).expect("x has a gradient");
+    (
+        y.into_data().to_vec().unwrap(),
+        g.into_data().to_vec().unwrap(),
+    )
+}
+
+#[test]
+fn single_nodes_have_burns_gradients() {
+    let flex = Default::default();
+    let nd = Default::default();
+    type Ours = fn(Tensor<Autodiff<Flex>, 3>) -> Tensor<Autodiff<Flex>, 3>;
+    type Burns = fn(Tensor<Autodiff<NdArray>, 3>) -> Tensor<Autodiff<NdArray>, 3>;
+    let cases: [(Ours, Burns); 2] = [
+        (softmax_last, |x| activation::softmax(x, 2)),
+        (|x| contiguous(x.swap_dims(1, 2)).swap_dims(1, 2), |x| x),
+    ];
+    for (ours, burns) in cases {
+        let (y, g) = gradients::<Autodiff<Flex>>(ours, &flex);
+        let (y_ref, g_ref) = gradients::<Autodiff<NdArray>>(burns, &nd);
+        for (a, b) in y.iter().zip(&y_ref).chain(g.iter().zip(&g_ref)) {
+            assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
+        }
+    }
+}
+
+/// GELU's gradient is the exact `Φ(x) + x·φ(x)` (Burn's default backward is the tanh
+/// approximation's, so it is checked against libm here).
+#[test]
+fn gelu_node_has_the_exact_gradient() {
+    let device = Default::default();
+    let (_, g) = gradients::<Autodiff<Flex>>(gelu, &device);
+    let x: Vec<f32> = random::<Flex>([2, 9, 33], 3, &device)
+        .into_data()
+        .to_vec()
+        .unwrap();
+    let w: Vec<f32> = random::<Flex>([2, 9, 33], 4, &device)
+        .into_data()
+        .to_vec()
+        .unwrap();
+    for ((&x, &w), &g) in x.iter().zip(&w).zip(&g) {
+        let x = x as f64;
+        let cdf = 0.5 * (1.0 + libm::erf(x / 2f64.sqrt()));
+        let pdf = (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt();
+        let exact = w as f64 * (cdf + x * pdf);
+        assert!(
+            (g as f64 - exact).abs() <= 1e-5 * (1.0 + exact.abs()),
+            "{g} vs {exact}"
+        );
+    }
+}
