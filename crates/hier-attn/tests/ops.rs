@@ -5,7 +5,7 @@
 
 use burn::backend::{Autodiff, Flex, NdArray};
 use burn::tensor::{activation, backend::Backend, Tensor, TensorData, Tolerance};
-use hier_attn::ops::{contiguous, gelu, softmax_last};
+use hier_attn::ops::{contiguous, gelu, silu, softmax_last};
 
 fn random<B: Backend>(shape: [usize; 3], seed: u64, device: &B::Device) -> Tensor<B, 3> {
     let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -34,6 +34,7 @@ fn kernels_equal_burns_operations_on_flex() {
     let x = random::<Flex>([3, 37, 70], 1, &device);
     for x in [x.clone(), x.swap_dims(0, 1).swap_dims(1, 2)] {
         close(gelu(x.clone()), activation::gelu(x.clone()), 1e-6);
+        close(silu(x.clone()), activation::silu(x.clone()), 1e-6);
         close(
             softmax_last(x.clone()),
             activation::softmax(x.clone(), 2),
@@ -83,7 +84,8 @@ fn single_nodes_have_burns_gradients() {
     let nd = Default::default();
     type Ours = fn(Tensor<Autodiff<Flex>, 3>) -> Tensor<Autodiff<Flex>, 3>;
     type Burns = fn(Tensor<Autodiff<NdArray>, 3>) -> Tensor<Autodiff<NdArray>, 3>;
-    let cases: [(Ours, Burns); 2] = [
+    let cases: [(Ours, Burns); 3] = [
+        (silu, activation::silu),
         (softmax_last, |x| activation::softmax(x, 2)),
         (|x| contiguous(x.swap_dims(1, 2)).swap_dims(1, 2), |x| x),
     ];

@@ -2,7 +2,8 @@ use burn::module::Module;
 use burn::nn::conv::{Conv1d, Conv1dConfig};
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::module::linear;
-use burn::tensor::{activation::silu, backend::Backend, Int, Tensor};
+use burn::tensor::{backend::Backend, Int, Tensor};
+use hier_attn::ops::silu;
 
 use hier_attn::kernel::pad_end;
 use hier_attn::ops::contiguous;

@@ -1,6 +1,7 @@
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::{activation::silu, backend::Backend, Tensor};
+use burn::tensor::{backend::Backend, Tensor};
+use hier_attn::ops::silu;
 use hier_attn::{RmsNorm, RmsNormConfig};
 
 /// Concatenate the hierarchies' streams feature-wise, aligned on original positions: a

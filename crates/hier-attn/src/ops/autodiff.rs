@@ -1,7 +1,7 @@
 //! hier's kernels as single autodiff nodes on `Autodiff<Flex>`, each with its own backward
 //! (Burn's custom-backward API, as the Burn book shows for custom kernels). Stock autodiff
 //! records softmax as five nodes whose backward recomputes the exponentials, and runs GELU's
-//! backward through scalar `erf` and `exp`.
+//! and SiLU's backward through scalar `erf` and `exp`.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
@@ -15,31 +15,48 @@ use super::flex;
 
 type AdTensor = FloatTensor<Autodiff<Flex>>;
 
+/// An element-wise function as one node; its backward needs only the input.
 #[derive(Debug)]
-struct Gelu;
+struct Elementwise {
+    /// `(x, grad) -> grad · f'(x)`
+    backward: fn(FlexTensor, FlexTensor) -> FlexTensor,
+}
 
-impl Backward<Flex, 1> for Gelu {
+impl Backward<Flex, 1> for Elementwise {
     type State = FlexTensor; // the input
 
     fn backward(self, ops: Ops<FlexTensor, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let x = ops.state;
-        unary::<Flex, _>(ops.parents, ops.node, grads, |g| flex::gelu_backward(x, g));
+        unary::<Flex, _>(ops.parents, ops.node, grads, |g| (self.backward)(x, g));
     }
 }
 
-/// Exact GELU as one node.
-pub fn gelu(x: AdTensor) -> AdTensor {
-    match Gelu
+fn elementwise(
+    x: AdTensor,
+    forward: fn(FlexTensor) -> FlexTensor,
+    backward: fn(FlexTensor, FlexTensor) -> FlexTensor,
+) -> AdTensor {
+    match (Elementwise { backward })
         .prepare::<NoCheckpointing>([x.node.clone()])
         .compute_bound()
         .stateful()
     {
         OpsKind::Tracked(prep) => {
-            let y = flex::gelu(x.primitive.clone());
+            let y = forward(x.primitive.clone());
             prep.finish(x.primitive, y)
         }
-        OpsKind::UnTracked(prep) => prep.finish(flex::gelu(x.primitive)),
+        OpsKind::UnTracked(prep) => prep.finish(forward(x.primitive)),
     }
+}
+
+/// Exact GELU as one node.
+pub fn gelu(x: AdTensor) -> AdTensor {
+    elementwise(x, flex::gelu, flex::gelu_backward)
+}
+
+/// SiLU as one node.
+pub fn silu(x: AdTensor) -> AdTensor {
+    elementwise(x, flex::silu, flex::silu_backward)
 }
 
 #[derive(Debug)]

@@ -88,6 +88,19 @@ pub fn gelu(x: f32) -> f32 {
     x * normal_cdf(x)
 }
 
+/// `x · σ(x)`; `e^{-x}` overflowing to infinity gives exactly 0.
+#[inline(always)]
+pub fn silu(x: f32) -> f32 {
+    x / (1.0 + exp(-x))
+}
+
+/// `g · d silu / dx = g · σ(x) · (1 + x · (1 − σ(x)))`.
+#[inline(always)]
+pub fn silu_backward(x: f32, g: f32) -> f32 {
+    let s = 1.0 / (1.0 + exp(-x));
+    g * s * x.mul_add(1.0 - s, 1.0)
+}
+
 /// `g · d gelu / dx = g · (Φ(x) + x · φ(x))`.
 #[inline(always)]
 pub fn gelu_backward(x: f32, g: f32) -> f32 {
@@ -99,6 +112,20 @@ pub fn gelu_backward(x: f32, g: f32) -> f32 {
 pub fn gelu_slice<S: macerator::Simd>(xs: &[f32], out: &mut [f32]) {
     for (y, &x) in out.iter_mut().zip(xs) {
         *y = gelu(x);
+    }
+}
+
+#[macerator::with_simd]
+pub fn silu_slice<S: macerator::Simd>(xs: &[f32], out: &mut [f32]) {
+    for (y, &x) in out.iter_mut().zip(xs) {
+        *y = silu(x);
+    }
+}
+
+#[macerator::with_simd]
+pub fn silu_backward_slice<S: macerator::Simd>(xs: &[f32], grads: &mut [f32]) {
+    for (g, &x) in grads.iter_mut().zip(xs) {
+        *g = silu_backward(x, *g);
     }
 }
 

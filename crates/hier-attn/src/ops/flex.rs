@@ -75,27 +75,47 @@ fn values(tensor: &FlexTensor) -> (&[f32], Shape) {
     (&tensor.storage::<f32>()[start..end], shape)
 }
 
-/// Exact GELU.
-pub fn gelu(x: FlexTensor) -> FlexTensor {
+/// `f` of every element, in parallel chunks.
+fn map(x: FlexTensor, f: fn(&[f32], &mut [f32])) -> FlexTensor {
     let x = contiguous(x);
     let (xs, shape) = values(&x);
     let mut out = vec![0f32; xs.len()];
     out.par_chunks_mut(CHUNK)
         .zip(xs.par_chunks(CHUNK))
-        .for_each(|(y, x)| fast_math::gelu_slice(x, y));
+        .for_each(|(y, x)| f(x, y));
     new_f32(out, shape)
 }
 
-/// `grad · gelu'(x)`.
-pub fn gelu_backward(x: FlexTensor, grad: FlexTensor) -> FlexTensor {
+/// The gradient `grad` of `f(x)` through `f`'s in-place backward `df(x, grad)`.
+fn map_backward(x: FlexTensor, grad: FlexTensor, df: fn(&[f32], &mut [f32])) -> FlexTensor {
     let x = contiguous(x);
     let grad = contiguous(grad);
     let (xs, shape) = values(&x);
     let mut out = values(&grad).0.to_vec();
     out.par_chunks_mut(CHUNK)
         .zip(xs.par_chunks(CHUNK))
-        .for_each(|(g, x)| fast_math::gelu_backward_slice(x, g));
+        .for_each(|(g, x)| df(x, g));
     new_f32(out, shape)
+}
+
+/// Exact GELU.
+pub fn gelu(x: FlexTensor) -> FlexTensor {
+    map(x, fast_math::gelu_slice)
+}
+
+/// `grad · gelu'(x)`.
+pub fn gelu_backward(x: FlexTensor, grad: FlexTensor) -> FlexTensor {
+    map_backward(x, grad, fast_math::gelu_backward_slice)
+}
+
+/// SiLU, `x · σ(x)`.
+pub fn silu(x: FlexTensor) -> FlexTensor {
+    map(x, fast_math::silu_slice)
+}
+
+/// `grad · silu'(x)`.
+pub fn silu_backward(x: FlexTensor, grad: FlexTensor) -> FlexTensor {
+    map_backward(x, grad, fast_math::silu_backward_slice)
 }
 
 /// Rows per parallel task for a row length.

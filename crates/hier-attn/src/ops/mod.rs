@@ -1,5 +1,5 @@
-//! Element-wise and row-wise operations with hier's own CPU kernels: exact GELU, softmax over
-//! the last axis, and row-major copies of strided views.
+//! Element-wise and row-wise operations with hier's own CPU kernels: exact GELU, SiLU, softmax
+//! over the last axis, and row-major copies of strided views.
 //!
 //! On Flex and `Autodiff<Flex>` (with the default `cpu-kernels` feature) they run hier's
 //! vectorized kernels, as single autodiff nodes with their own backward; on every other backend
@@ -74,6 +74,16 @@ pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
         Err(x) => x,
     };
     activation::gelu(x)
+}
+
+/// SiLU, `x · σ(x)`, as `burn::tensor::activation::silu`.
+pub fn silu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    #[cfg(feature = "cpu-kernels")]
+    let x = match dispatch(x, flex::silu, autodiff::silu) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
+    activation::silu(x)
 }
 
 /// Softmax over the last axis, as `burn::tensor::activation::softmax(x, D - 1)`.
