@@ -3,10 +3,8 @@ use burn::nn::conv::{Conv1d, Conv1dConfig};
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::module::linear;
 use burn::tensor::{backend::Backend, Int, Tensor};
-use hier_attn::ops::silu;
-
 use hier_attn::kernel::pad_end;
-use hier_attn::ops::contiguous;
+use hier_attn::ops::{contiguous, silu};
 
 use crate::loss::{cross_entropy, ids_at};
 use crate::spec::HierarchySpec;

@@ -108,33 +108,28 @@ pub fn gelu_backward(x: f32, g: f32) -> f32 {
     g * x.mul_add(pdf, normal_cdf(x))
 }
 
-#[macerator::with_simd]
-pub fn gelu_slice<S: macerator::Simd>(xs: &[f32], out: &mut [f32]) {
-    for (y, &x) in out.iter_mut().zip(xs) {
-        *y = gelu(x);
-    }
+/// `$map(xs, out)`: `out[i] = $f(xs[i])`; `$backward(xs, grads)`: `grads[i] = $df(xs[i], grads[i])`;
+/// each loop compiled for the CPU it runs on.
+macro_rules! slice_kernels {
+    ($map:ident = $f:ident, $backward:ident = $df:ident) => {
+        #[macerator::with_simd]
+        pub fn $map<S: macerator::Simd>(xs: &[f32], out: &mut [f32]) {
+            for (y, &x) in out.iter_mut().zip(xs) {
+                *y = $f(x);
+            }
+        }
+
+        #[macerator::with_simd]
+        pub fn $backward<S: macerator::Simd>(xs: &[f32], grads: &mut [f32]) {
+            for (g, &x) in grads.iter_mut().zip(xs) {
+                *g = $df(x, *g);
+            }
+        }
+    };
 }
 
-#[macerator::with_simd]
-pub fn silu_slice<S: macerator::Simd>(xs: &[f32], out: &mut [f32]) {
-    for (y, &x) in out.iter_mut().zip(xs) {
-        *y = silu(x);
-    }
-}
-
-#[macerator::with_simd]
-pub fn silu_backward_slice<S: macerator::Simd>(xs: &[f32], grads: &mut [f32]) {
-    for (g, &x) in grads.iter_mut().zip(xs) {
-        *g = silu_backward(x, *g);
-    }
-}
-
-#[macerator::with_simd]
-pub fn gelu_backward_slice<S: macerator::Simd>(xs: &[f32], grads: &mut [f32]) {
-    for (g, &x) in grads.iter_mut().zip(xs) {
-        *g = gelu_backward(x, *g);
-    }
-}
+slice_kernels!(gelu_slice = gelu, gelu_backward_slice = gelu_backward);
+slice_kernels!(silu_slice = silu, silu_backward_slice = silu_backward);
 
 /// Softmax of each `row_len` row of `xs` into `out`: max, exponentials and their sum, scale.
 #[macerator::with_simd]

@@ -28,10 +28,10 @@ fn new_f32(values: Vec<f32>, shape: Shape) -> FlexTensor {
 /// at a time).
 pub fn contiguous(tensor: FlexTensor) -> FlexTensor {
     let layout = tensor.layout();
-    let n = layout.num_elements();
-    if layout.contiguous_offsets().is_some() && layout.start_offset() == 0 {
+    if layout.is_contiguous() && layout.start_offset() == 0 {
         return tensor;
     }
+    let n = layout.num_elements();
     let shape = layout.shape().clone();
     let dims = shape.to_vec();
     let strides = layout.strides().to_vec();
@@ -75,77 +75,71 @@ fn values(tensor: &FlexTensor) -> (&[f32], Shape) {
     (&tensor.storage::<f32>()[start..end], shape)
 }
 
-/// `f` of every element, in parallel chunks.
-fn map(x: FlexTensor, f: fn(&[f32], &mut [f32])) -> FlexTensor {
+/// `out = f(x)` in parallel tasks of `task` elements (a multiple of any row length `f` needs).
+fn map(x: FlexTensor, task: usize, f: impl Fn(&[f32], &mut [f32]) + Sync) -> FlexTensor {
     let x = contiguous(x);
     let (xs, shape) = values(&x);
     let mut out = vec![0f32; xs.len()];
-    out.par_chunks_mut(CHUNK)
-        .zip(xs.par_chunks(CHUNK))
+    out.par_chunks_mut(task)
+        .zip(xs.par_chunks(task))
         .for_each(|(y, x)| f(x, y));
     new_f32(out, shape)
 }
 
-/// The gradient `grad` of `f(x)` through `f`'s in-place backward `df(x, grad)`.
-fn map_backward(x: FlexTensor, grad: FlexTensor, df: fn(&[f32], &mut [f32])) -> FlexTensor {
-    let x = contiguous(x);
+/// `grad` updated in place by `df(state, grad)` (a backward: `state` is the input or output the
+/// gradient needs), in parallel tasks of `task` elements.
+fn map_backward(
+    state: FlexTensor,
+    grad: FlexTensor,
+    task: usize,
+    df: impl Fn(&[f32], &mut [f32]) + Sync,
+) -> FlexTensor {
+    let state = contiguous(state);
     let grad = contiguous(grad);
-    let (xs, shape) = values(&x);
+    let (states, shape) = values(&state);
     let mut out = values(&grad).0.to_vec();
-    out.par_chunks_mut(CHUNK)
-        .zip(xs.par_chunks(CHUNK))
-        .for_each(|(g, x)| df(x, g));
+    out.par_chunks_mut(task)
+        .zip(states.par_chunks(task))
+        .for_each(|(g, s)| df(s, g));
     new_f32(out, shape)
 }
 
 /// Exact GELU.
 pub fn gelu(x: FlexTensor) -> FlexTensor {
-    map(x, fast_math::gelu_slice)
+    map(x, CHUNK, fast_math::gelu_slice)
 }
 
 /// `grad · gelu'(x)`.
 pub fn gelu_backward(x: FlexTensor, grad: FlexTensor) -> FlexTensor {
-    map_backward(x, grad, fast_math::gelu_backward_slice)
+    map_backward(x, grad, CHUNK, fast_math::gelu_backward_slice)
 }
 
 /// SiLU, `x · σ(x)`.
 pub fn silu(x: FlexTensor) -> FlexTensor {
-    map(x, fast_math::silu_slice)
+    map(x, CHUNK, fast_math::silu_slice)
 }
 
 /// `grad · silu'(x)`.
 pub fn silu_backward(x: FlexTensor, grad: FlexTensor) -> FlexTensor {
-    map_backward(x, grad, fast_math::silu_backward_slice)
+    map_backward(x, grad, CHUNK, fast_math::silu_backward_slice)
 }
 
-/// Rows per parallel task for a row length.
-fn rows_per_task(row_len: usize) -> usize {
-    (CHUNK / row_len.max(1)).max(1) * row_len.max(1)
+/// The last axis' length and the whole rows of about [`CHUNK`] elements per parallel task.
+fn rows(tensor: &FlexTensor) -> (usize, usize) {
+    let row = tensor.layout().shape().last().copied().unwrap_or(1).max(1);
+    (row, (CHUNK / row).max(1) * row)
 }
 
 /// Softmax over the last axis.
 pub fn softmax_last(x: FlexTensor) -> FlexTensor {
-    let x = contiguous(x);
-    let (xs, shape) = values(&x);
-    let row = shape.last().copied().unwrap_or(1).max(1);
-    let mut out = vec![0f32; xs.len()];
-    let task = rows_per_task(row);
-    out.par_chunks_mut(task)
-        .zip(xs.par_chunks(task))
-        .for_each(|(y, x)| fast_math::softmax_rows(x, y, row));
-    new_f32(out, shape)
+    let (row, task) = rows(&x);
+    map(x, task, |x, y| fast_math::softmax_rows(x, y, row))
 }
 
 /// Softmax's backward over the last axis from its output `y`: `y · (g − Σ g·y)`.
 pub fn softmax_last_backward(y: FlexTensor, grad: FlexTensor) -> FlexTensor {
-    let y = contiguous(y);
-    let grad = contiguous(grad);
-    let (ys, shape) = values(&y);
-    let row = shape.last().copied().unwrap_or(1).max(1);
-    let mut out = values(&grad).0.to_vec();
-    let task = rows_per_task(row);
-    out.par_chunks_mut(task)
-        .zip(ys.par_chunks(task))
-        .for_each(|(g, y)| fast_math::softmax_backward_rows(y, g, row));
-    new_f32(out, shape)
+    let (row, task) = rows(&y);
+    map_backward(y, grad, task, |y, g| {
+        fast_math::softmax_backward_rows(y, g, row)
+    })
 }
