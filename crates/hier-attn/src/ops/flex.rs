@@ -86,7 +86,7 @@ fn map(x: FlexTensor, task: usize, f: impl Fn(&[f32], &mut [f32]) + Sync) -> Fle
     new_f32(out, shape)
 }
 
-/// `grad` updated in place by `df(state, grad)` (a backward: `state` is the input or output the
+/// A copy of `grad` updated by `df(state, grad)` (a backward: `state` is the input or output the
 /// gradient needs), in parallel tasks of `task` elements.
 fn map_backward(
     state: FlexTensor,
