@@ -86,6 +86,7 @@
 // unit tests read tensors freely; the library reads only through `hier_model::host` (clippy.toml)
 #![cfg_attr(test, allow(clippy::disallowed_methods))]
 
+pub mod adam;
 pub mod alloc;
 pub mod checkpoint;
 pub mod clip;

@@ -10,8 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use burn::module::AutodiffModule;
-use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::{Adam, AdamConfig, GradientsAccumulator, GradientsParams, Optimizer};
+use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Float, Int, Tensor, TensorData};
 use hier_model::cache::generate_cached;
@@ -20,6 +19,7 @@ use hier_model::generate::Sampler;
 use hier_model::{host, model_dir, ForwardOptions, HierarchicalTransformer, Losses};
 use thiserror::Error;
 
+use crate::adam::{AdamOptimizer, FusedAdam};
 use crate::checkpoint::{self, CheckpointError};
 use crate::clip::clip_global_norm;
 use crate::data::{random_crops, Corpus, DataError, Split};
@@ -289,7 +289,7 @@ fn replicas_note(parallel: Option<(&Peer, BatchSplit)>) -> String {
     }
 }
 
-type Optim<B> = OptimizerAdaptor<Adam, Model<B>, B>;
+type Optim<B> = AdamOptimizer<Model<B>, B>;
 
 /// A replica at the first step this process trains.
 struct SetUp<B: AutodiffBackend> {
@@ -315,7 +315,7 @@ fn set_up<B: AutodiffBackend>(
         true => Some(crate::run_dir::claim(run_dir, start)?),
         false => None,
     };
-    let adam = AdamConfig::new().with_epsilon(1e-8);
+    let adam = FusedAdam::default();
     // a run that never reached its first checkpoint starts again, as a new one would
     let fresh = matches!(start, Start::New) || checkpoint::started_without_checkpoint(run_dir);
     let (model, optim, first_step) = if fresh {

@@ -6,11 +6,12 @@
 use std::time::Instant;
 
 use burn::backend::{Autodiff, Flex};
-use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::{Int, Tensor, TensorData};
 use hier_model::synthetic::token_ids;
 use hier_model::{HierarchicalTransformer, HierarchicalTransformerConfig};
 use hier_train::parallel::{on_replicas, on_threads, Peer};
+use hier_train::adam::FusedAdam;
 use hier_train::{cpu_replicas, BatchSplit};
 
 type B = Flex;
@@ -67,7 +68,7 @@ fn replica_steps(
         .shard(peer.rank, peer.world, batch, 1)
         .unwrap();
     let mut model = HierarchicalTransformer::<Ad>::init(config, 0, &device).unwrap();
-    let mut optim = AdamConfig::new().with_epsilon(1e-8).init::<Ad, _>();
+    let mut optim = FusedAdam::default().init::<Ad, _>();
     time(steps, |i| {
         let x = token_ids(batch * (n + 1), vocab, i as u64);
         let x = x[shard.rows.start * (n + 1)..shard.rows.end * (n + 1)].to_vec();

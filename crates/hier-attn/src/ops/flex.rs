@@ -143,3 +143,86 @@ pub fn softmax_last_backward(y: FlexTensor, grad: FlexTensor) -> FlexTensor {
         fast_math::softmax_backward_rows(y, g, row)
     })
 }
+
+/// `tensor` row-major from offset 0 and not shared, so its storage can be written in place.
+fn owned(tensor: FlexTensor) -> FlexTensor {
+    let mut tensor = contiguous(tensor);
+    if !tensor.is_unique() {
+        tensor.storage_mut::<f32>(); // copy-on-write: the copy is this tensor's own
+    }
+    tensor
+}
+
+/// `tensor`'s first `layout.num_elements()` values, written in place ([`owned`] tensors only).
+fn values_mut(tensor: &mut FlexTensor) -> &mut [f32] {
+    let n = tensor.layout().num_elements();
+    &mut tensor.storage_mut::<f32>()[..n]
+}
+
+/// Adam's update in one pass over `param`, `grad` and the moments (from zero on the first
+/// step), each element through Burn's operations in Burn's order: `(param, m, v)`.
+pub fn adam_update(
+    param: FlexTensor,
+    grad: FlexTensor,
+    moments: Option<(FlexTensor, FlexTensor)>,
+    c: &super::adam::AdamCoefficients,
+) -> (FlexTensor, FlexTensor, FlexTensor) {
+    let mut param = owned(param);
+    // a gradient cut from the all-reduce buffer is contiguous at an offset: read it in place
+    let grad = match grad.layout().contiguous_offsets() {
+        Some(_) => grad,
+        None => contiguous(grad),
+    };
+    let shape = param.layout().shape().clone();
+    let first = moments.is_none();
+    let (mut m, mut v) = match moments {
+        Some((m, v)) => (owned(m), owned(v)),
+        None => {
+            let zeros = || new_f32(vec![0f32; shape.num_elements()], shape.clone());
+            (zeros(), zeros())
+        }
+    };
+    let c = *c;
+    let update = move |p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32]| {
+        adam_slices(p, m, v, g, &c, first)
+    };
+    values_mut(&mut param)
+        .par_chunks_mut(CHUNK)
+        .zip(values_mut(&mut m).par_chunks_mut(CHUNK))
+        .zip(values_mut(&mut v).par_chunks_mut(CHUNK))
+        .zip(values(&grad).0.par_chunks(CHUNK))
+        .for_each(|(((p, m), v), g)| update(p, m, v, g));
+    (param, m, v)
+}
+
+/// [`adam_update`]'s arithmetic over equal-length slices, compiled for the CPU it runs on. Plain
+/// multiplies and adds (Rust never fuses them), so each element rounds as Burn's passes do.
+#[macerator::with_simd]
+#[allow(clippy::extra_unused_type_parameters)] // `S` selects the instruction set
+fn adam_slices<S: macerator::Simd>(
+    p: &mut [f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    g: &[f32],
+    c: &super::adam::AdamCoefficients,
+    first: bool,
+) {
+    let n = p.len();
+    let (m, v, g) = (&mut m[..n], &mut v[..n], &g[..n]);
+    let (f1, f2) = (1.0 - c.beta_1, 1.0 - c.beta_2);
+    if first {
+        // Burn starts the moments at `g·(1 − β)`, not at `0·β + g·(1 − β)`
+        for i in 0..n {
+            m[i] = g[i] * f1;
+            v[i] = (g[i] * g[i]) * f2;
+        }
+    } else {
+        for i in 0..n {
+            m[i] = m[i] * c.beta_1 + g[i] * f1;
+            v[i] = v[i] * c.beta_2 + (g[i] * g[i]) * f2;
+        }
+    }
+    for i in 0..n {
+        p[i] -= (m[i] * c.step_factor) / (v[i].sqrt() + c.epsilon) * c.lr;
+    }
+}

@@ -1,5 +1,5 @@
 //! Element-wise and row-wise operations with hier's own CPU kernels: exact GELU, SiLU, softmax
-//! over the last axis, and row-major copies of strided views.
+//! over the last axis, row-major copies of strided views, and Adam's update.
 //!
 //! On Flex and `Autodiff<Flex>` (with the default `cpu-kernels` feature) they run hier's
 //! vectorized kernels, as single autodiff nodes with their own backward; on every other backend
@@ -11,12 +11,15 @@
 //! (a `TypeId` test the compiler resolves per instantiation) rather than through a trait of
 //! its own, which every user's backend type would then have to implement.
 
+mod adam;
 #[cfg(feature = "cpu-kernels")]
 mod autodiff;
 #[cfg(feature = "cpu-kernels")]
 mod fast_math;
 #[cfg(feature = "cpu-kernels")]
 mod flex;
+
+pub use adam::{adam_update, AdamCoefficients, Moments};
 
 use burn::tensor::{activation, backend::Backend, Tensor};
 

@@ -3,7 +3,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Result};
 use burn::backend::Autodiff;
-use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::{Int, Tensor, TensorData};
 use clap::ValueEnum;
 use hier_model::cache::generate_cached;
@@ -12,6 +12,7 @@ use hier_model::generate::{generate_recompute, Sampler};
 use hier_model::spec::ModelSpec;
 use hier_model::synthetic::token_ids;
 use hier_model::{HierarchicalTransformer, HierarchicalTransformerConfig};
+use hier_train::adam::FusedAdam;
 use hier_train::parallel::{on_replicas, on_threads, Peer};
 use hier_train::BatchSplit;
 
@@ -103,7 +104,7 @@ fn replica_steps(
     let shard = BatchSplit::Shared.shard(rank, world, args.batch, 1)?;
     let rows = shard.rows.len();
     let mut model = HierarchicalTransformer::<Ad>::init(config, 0, device)?;
-    let mut optim = AdamConfig::new().with_epsilon(1e-8).init::<Ad, _>();
+    let mut optim = FusedAdam::default().init::<Ad, _>();
     time(args.warmup, args.steps, |i| {
         let ids = token_ids(args.batch * (n + 1), vocab, i as u64);
         let ids = ids[shard.rows.start * (n + 1)..shard.rows.end * (n + 1)].to_vec();
