@@ -7,7 +7,7 @@ const USAGE: &str = "usage: cargo xtask <task>
 tasks:
   train [--features F] [-- HIER-TRAIN-ARGS]
                    train with the hier CLI (release build); with no arguments, the shakespeare
-                   preset on the CPU into runs/shakespeare (under a minute on two cores)
+                   preset on the CPU into runs/shakespeare (about 20 minutes on two cores)
   data enwik8 [--dir D]
                    download and split enwik8 (hier data enwik8)
   check-backends   cargo check the CLI with the cuda and the wgpu backend (no GPU needed)
