@@ -8,7 +8,7 @@ use crate::kernel::{
     bias_values, fused_attend, masked_softmax_attend, project_heads_out, qkv_heads, AttentionImpl,
 };
 use crate::rotary::{self, Layout, Part};
-use crate::tables::{table, upload, TableKey};
+use crate::tables::{device_table, TableKey};
 use crate::{RmsNorm, RmsNormConfig};
 
 /// Configuration of [`FullAttention`], the reference's `Attention`.
@@ -90,10 +90,10 @@ impl<B: Backend> FullAttention<B> {
             return project_heads_out(fused_attend(q, k, v, None, true), &self.to_out);
         }
         let sim = q.matmul(k.swap_dims(2, 3)); // [b, h, n, n]
-        let causal = table(TableKey::CausalBias { seq: n }, || {
-            bias_values([n, n], |[i, j]| j > i)
-        });
-        let causal = upload::<B, 1>(&causal, [n * n], &device);
+        let causal =
+            device_table::<B, 1>(TableKey::CausalBias { seq: n }, [n * n], &device, || {
+                bias_values([n, n], |[i, j]| j > i)
+            });
         project_heads_out(masked_softmax_attend(sim, causal, v), &self.to_out)
     }
 

@@ -40,27 +40,15 @@ impl AttentionImpl {
 
 /// `softmax(q kᵀ / sqrt(dim_head)) v` with Burn's fused attention op, in the form backends
 /// accelerate (CUDA's flash kernel takes no custom scale and no additive bias, only a boolean
-/// mask). `q, k, v`: `[batch, heads, seq, dim_head]`; `mask` as [`bias_values`] (non-zero =
-/// masked), `[heads · queries · keys]` or `[queries · keys]` (repeated over the batch), or
-/// `None` with `causal`.
+/// mask). `q, k, v`: `[batch, heads, seq, dim_head]`; `mask`: `[batch, heads, queries, keys]`,
+/// `true` where masked (or `None` with `causal`).
 pub fn fused_attend<B: Backend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
     v: Tensor<B, 4>,
-    mask: Option<&[f32]>,
+    mask: Option<Tensor<B, 4, Bool>>,
     causal: bool,
 ) -> Tensor<B, 4> {
-    let [b, h, nq, _] = q.dims();
-    let nk = k.dims()[2];
-    let mask = mask.map(|values| {
-        let heads = values.len() / (nq * nk);
-        let masked: Vec<bool> = values.iter().map(|&v| v != 0.0).collect();
-        let t = Tensor::<B, 4, Bool>::from_data(
-            TensorData::new(masked, [1, heads, nq, nk]),
-            &q.device(),
-        );
-        t.expand([b, h, nq, nk])
-    });
     let options = AttentionModuleOptions {
         scale: None,
         softcap: None,

@@ -9,7 +9,7 @@ use crate::kernel::{
     AttentionImpl,
 };
 use crate::rotary::{self, Layout, Part};
-use crate::tables::{table, upload, TableKey};
+use crate::tables::{device_table, TableKey};
 use crate::{LayerNorm, LayerNormConfig};
 
 /// Configuration of [`LocalAttention`], the reference's `LocalMHA(causal=True, prenorm=True)`.
@@ -143,27 +143,32 @@ pub fn local_causal_attention<B: Backend>(
     let bk = look_around(to_blocks(k));
     let bv = look_around(to_blocks(v));
 
-    let band = table(TableKey::LocalBias { blocks, window: w }, || {
+    let key = TableKey::LocalBias { blocks, window: w };
+    let band = || {
         bias_values([blocks, w, 2 * w], |[u, i, j]| {
             let before_start = u == 0 && j < w;
             let (q_pos, k_pos) = (u * w + i + w, u * w + j); // shifted by w to stay unsigned
             before_start || k_pos > q_pos || q_pos > k_pos + w
         })
-    });
+    };
+    let band = device_table::<B, 1>(key, [blocks * w * 2 * w], &device, band);
     let out = if fused {
         // blocks as extra heads: [b, h * blocks, w | 2w, dh], the band repeated over heads
-        let band: Vec<f32> = band.iter().copied().cycle().take(h * band.len()).collect();
+        let masked = band
+            .not_equal_elem(0.0)
+            .reshape([1, 1, blocks, w, 2 * w])
+            .expand([b, h, blocks, w, 2 * w])
+            .reshape([b, h * blocks, w, 2 * w]);
         let heads = |t: Tensor<B, 5>, rows| t.reshape([b, h * blocks, rows, dh]);
         fused_attend(
             heads(bq, w),
             heads(bk, 2 * w),
             heads(bv, 2 * w),
-            Some(&band),
+            Some(masked),
             false,
         )
     } else {
         let sim = bq.matmul(bk.swap_dims(3, 4)); // [b, h, blocks, w, 2w]
-        let band = upload::<B, 1>(&band, [blocks * w * 2 * w], &device);
         masked_softmax_attend(sim, band, bv).reshape([b, h * blocks, w, dh])
     };
     out.reshape([b, h, padded, dh]).narrow(2, 0, n)

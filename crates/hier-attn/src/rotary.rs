@@ -13,7 +13,7 @@
 
 use burn::tensor::{backend::Backend, Tensor, TensorData};
 
-use crate::tables::{table, upload, TableKey};
+use crate::tables::{device_table, TableKey};
 
 /// The xPos decay base of the reference (`xpos_scale_base=512`).
 pub const XPOS_SCALE_BASE: f32 = 512.0;
@@ -138,27 +138,24 @@ pub fn rotation_matrix<B: Backend>(
     device: &B::Device,
 ) -> Tensor<B, 2> {
     let half_split = layout == Layout::HalfSplit;
-    let p = table(
-        TableKey::Rotation {
-            dim_head,
-            half_split,
-        },
-        || {
-            let mut p = vec![0.0; dim_head * dim_head];
-            let mut set = |from: usize, to: usize, sign: f32| p[from * dim_head + to] = sign;
-            for i in 0..dim_head / 2 {
-                // (x @ P)[to] = sign * x[from]
-                let (a, b) = match layout {
-                    Layout::Interleaved => (2 * i, 2 * i + 1),
-                    Layout::HalfSplit => (i, i + dim_head / 2),
-                };
-                set(b, a, -1.0);
-                set(a, b, 1.0);
-            }
-            p
-        },
-    );
-    upload(&p, [dim_head, dim_head], device)
+    let key = TableKey::Rotation {
+        dim_head,
+        half_split,
+    };
+    device_table(key, [dim_head, dim_head], device, || {
+        let mut p = vec![0.0; dim_head * dim_head];
+        let mut set = |from: usize, to: usize, sign: f32| p[from * dim_head + to] = sign;
+        for i in 0..dim_head / 2 {
+            // (x @ P)[to] = sign * x[from]
+            let (a, b) = match layout {
+                Layout::Interleaved => (2 * i, 2 * i + 1),
+                Layout::HalfSplit => (i, i + dim_head / 2),
+            };
+            set(b, a, -1.0);
+            set(a, b, 1.0);
+        }
+        p
+    })
 }
 
 /// `x * cos + rotate_half(x) * sin` where the 1-D tables `cos` and `sin` (`[frame]`, a multiple
@@ -238,8 +235,8 @@ pub fn full_attention_tables<B: Backend>(
     };
     let shape = [seq * heads * dim_head];
     (
-        upload(&table(key(false), || build(false)), shape, device),
-        upload(&table(key(true), || build(true)), shape, device),
+        device_table(key(false), shape, device, || build(false)),
+        device_table(key(true), shape, device, || build(true)),
     )
 }
 
@@ -283,8 +280,8 @@ pub fn local_attention_tables<B: Backend>(
     };
     let len = seq * dim_head;
     (
-        upload(&table(key(false), || build(false)), [len], device),
-        upload(&table(key(true), || build(true)), [len], device),
+        device_table(key(false), [len], device, || build(false)),
+        device_table(key(true), [len], device, || build(true)),
     )
 }
 
