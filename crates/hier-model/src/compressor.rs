@@ -73,51 +73,47 @@ impl<B: Backend> Compressor<B> {
 
     /// `[batch, n, token_dim] -> [batch, ceil(n / s), dim]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        match (&self.conv, &self.conv_out, &self.compress_fn) {
-            (Some(conv), Some(conv_out), _) => {
-                let [b, n, d] = x.dims();
-                let c = self.factor;
-                let s = self.stride;
-                let pad = Tensor::zeros([b, c - 1, d], &x.device());
-                let padded = Tensor::cat(vec![pad, x], 1); // [b, c - 1 + n, d]
-
-                // One row per output position `j`: the `c` taps at padded positions `j*s + k`,
-                // channel-major (`[b, windows, d, c]`, tap fastest) to match the convolution
-                // weight's own `[inner, d, c]` layout, so both convolutions are matrix products
-                // on [b, n, ·] rows with the weights used in place.
-                let windows = n.div_ceil(s);
-                let taps = if s == c {
-                    // non-overlapping windows (stride = c): a reshape, no gather
-                    padded.narrow(1, 0, windows * c).reshape([b, windows, c, d])
-                } else {
-                    let padded = pad_end(padded, 1, c - 1 + windows * s);
-                    let tap = |k: usize| {
-                        padded
-                            .clone()
-                            .narrow(1, k, windows * s)
-                            .reshape([b, windows, s, d])
-                            .narrow(2, 0, 1)
-                    };
-                    Tensor::cat((0..c).map(tap).collect(), 2)
-                };
-                let rows = contiguous(taps.swap_dims(2, 3)).reshape([b, windows, d * c]);
-                compress_rows(conv, conv_out, rows)
-            }
-            (_, _, Some(project)) => project.forward(x),
-            _ => x,
+        if self.conv.is_none() {
+            return self.forward_after(x);
         }
+        let [b, _, d] = x.dims();
+        let pad = Tensor::zeros([b, self.factor - 1, d], &x.device());
+        self.forward_after(Tensor::cat(vec![pad, x], 1))
     }
 
-    /// The compressed token that ends at the last row of `window` (`[batch, c, token_dim]`,
-    /// oldest first, zeros before the start of the sequence): `[batch, 1, dim]`, equal to the
-    /// row of [`Self::forward`] at that position. Used by incremental decoding.
-    pub fn compress_last(&self, window: Tensor<B, 3>) -> Tensor<B, 3> {
+    /// [`Self::forward`] of rows that follow `c - 1` earlier rows, given in front of them
+    /// (`[batch, c - 1 + n, token_dim]`, zeros before the start of the sequence) instead of
+    /// the zero padding: `[batch, ceil(n / s), dim]`, output `j` ending at row `c - 1 + j*s`.
+    /// Incremental decoding compresses new tokens with it.
+    pub fn forward_after(&self, padded: Tensor<B, 3>) -> Tensor<B, 3> {
         let (Some(conv), Some(conv_out)) = (&self.conv, &self.conv_out) else {
-            let c = window.dims()[1];
-            return self.forward(window.narrow(1, c - 1, 1));
+            return match &self.compress_fn {
+                Some(project) => project.forward(padded),
+                None => padded,
+            };
         };
-        let [b, c, d] = window.dims();
-        let rows = contiguous(window.swap_dims(1, 2)).reshape([b, 1, d * c]);
+        let [b, len, d] = padded.dims();
+        let (c, s) = (self.factor, self.stride);
+        // One row per output position `j`: the `c` taps at padded positions `j*s + k`,
+        // channel-major (`[b, windows, d, c]`, tap fastest) to match the convolution weight's
+        // own `[inner, d, c]` layout, so both convolutions are matrix products on [b, n, ·]
+        // rows with the weights used in place.
+        let windows = (len + 1 - c).div_ceil(s);
+        let taps = if s == c {
+            // non-overlapping windows (stride = c): a reshape, no gather
+            padded.narrow(1, 0, windows * c).reshape([b, windows, c, d])
+        } else {
+            let padded = pad_end(padded, 1, c - 1 + windows * s);
+            let tap = |k: usize| {
+                padded
+                    .clone()
+                    .narrow(1, k, windows * s)
+                    .reshape([b, windows, s, d])
+                    .narrow(2, 0, 1)
+            };
+            Tensor::cat((0..c).map(tap).collect(), 2)
+        };
+        let rows = contiguous(taps.swap_dims(2, 3)).reshape([b, windows, d * c]);
         compress_rows(conv, conv_out, rows)
     }
 
