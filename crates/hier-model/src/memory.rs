@@ -20,7 +20,8 @@ pub enum Pass {
     Init,
     /// Forward passes (logits, losses, evaluation, recomputed generation) on `batch × len`.
     Infer,
-    /// Incremental decoding with caches: one token at a time, `len` = prompt + new tokens.
+    /// Incremental decoding with caches: the prompt in passes of at most `seq_len` positions,
+    /// then one token at a time; `len` = prompt + new tokens.
     Decode,
     /// Training steps: activations kept for backward, gradients, Adam's two moments.
     Train,
@@ -335,7 +336,7 @@ fn training_activations(spec: &ModelSpec, batch: usize, len: usize) -> f64 {
 }
 
 /// Decoding: the caches (keys and values of every layer, a window for local attention) for a
-/// context of `len` tokens, plus one step's activations.
+/// context of `len` tokens, plus a prompt pass's or one step's activations.
 fn decode_activations(spec: &ModelSpec, batch: usize, len: usize) -> f64 {
     let cache: f64 = spec
         .hierarchies
@@ -359,7 +360,20 @@ fn decode_activations(spec: &ModelSpec, batch: usize, len: usize) -> f64 {
             2.0 * h.heads as f64 * positions(h, len) + 8.0 * h.dim as f64 + 6.0 * inner
         })
         .sum();
-    batch as f64 * (spec.depth as f64 * (cache + step)) + 2.0 * model_activations(spec, batch, 1)
+    let step = batch as f64 * spec.depth as f64 * step + 2.0 * model_activations(spec, batch, 1);
+    batch as f64 * spec.depth as f64 * cache + step.max(prompt_activations(spec, batch, len))
+}
+
+/// A prompt pass over at most `seq_len` positions: an inference forward, except that local
+/// attention scores every key of the pass (a mask, not blocks).
+fn prompt_activations(spec: &ModelSpec, batch: usize, len: usize) -> f64 {
+    let n = len.min(spec.seq_len);
+    let scores: f64 = spec
+        .hierarchies
+        .iter()
+        .map(|h| 2.0 * h.heads as f64 * positions(h, n) * positions(h, n))
+        .sum();
+    inference_activations(spec, batch, n) + 2.0 * batch as f64 * scores
 }
 
 #[cfg(test)]
@@ -458,6 +472,31 @@ mod tests {
         assert!(message.contains("1000 replicas"), "{message}");
         // unknown availability: nothing is refused
         check(&long, None).unwrap();
+    }
+
+    /// Decoding passes the prompt in one go (up to seq_len positions, local attention masked
+    /// rather than blocked): its estimate covers that pass as well as the caches.
+    #[test]
+    fn decoding_counts_the_prompt_pass() {
+        let spec = config(
+            r#"{"num_tokens": 256, "dim": 64, "depth": 2, "seq_len": 4096,
+                "hierarchies": [1, 2], "window_sizes": [32, 64]}"#,
+        )
+        .validate()
+        .unwrap();
+        let work = |pass, len| {
+            let work = Workload {
+                pass,
+                batch: 2,
+                len,
+                replicas: 1,
+            };
+            estimate(&spec, &work).total()
+        };
+        assert!(work(Pass::Decode, 4096) > work(Pass::Infer, 4096));
+        // beyond seq_len only the caches grow, not the pass
+        let longer = work(Pass::Decode, 8192) - work(Pass::Decode, 4096);
+        assert!(longer < work(Pass::Decode, 4096) - work(Pass::Decode, 2048));
     }
 
     #[test]
