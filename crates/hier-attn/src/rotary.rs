@@ -7,9 +7,9 @@
 //!
 //! Full attention's tables are computed on the host in f32, the way the reference computes them
 //! (`t * inv_freq` in f32, then `cos`/`sin`); local attention's in f64 at absolute positions
-//! ([`local_attention_tables`] says why). The attention layers use memoised tables with the xPos
-//! and softmax scales folded in ([`full_attention_tables`], [`local_attention_tables`]) and
-//! rotate contiguous rows with [`apply_frame`].
+//! ([`local_attention_tables`] says why). The attention layers use tables with the xPos and
+//! softmax scales folded in ([`full_attention_tables`], [`local_attention_tables`]), uploaded
+//! once per backend and device and shared, and rotate contiguous rows with [`apply_frame`].
 
 use burn::tensor::{backend::Backend, Tensor, TensorData};
 
