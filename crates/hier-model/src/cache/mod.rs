@@ -8,9 +8,9 @@
 //! * a new compressed token appears at every original position `t` with `t % s == 0`; it is
 //!   token `j = t / s`, in axial sub-sequence `j % a` at axial position `j / a`;
 //! * per layer and sub-sequence, attention keeps its keys and values (hier-attn's
-//!   [`KvCache`], driven by the attention layer's `forward_cache`; local attention only the
-//!   last `window + 1`) and token shift keeps the last inputs of the attention and of the
-//!   feed-forward;
+//!   [`KvCache`](hier_attn::KvCache), driven by the attention layer's `forward_cache`; local
+//!   attention only the last `window + 1`) and token shift keeps the last inputs of the
+//!   attention and of the feed-forward;
 //! * per layer, the merge reads at each position every hierarchy's latest block output (a
 //!   strided token covers the original positions up to the next one), kept in `block_out`.
 //!
