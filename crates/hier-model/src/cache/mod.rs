@@ -263,7 +263,8 @@ impl<B: Backend> Cache<B> {
 }
 
 /// Generate `max_new_tokens` after each prompt row with the cache: the prompt is fed in one
-/// pass (per `seq_len` positions), then every new token costs one cached step. Returns only the new tokens, per row.
+/// pass (per `seq_len` positions), then every new token costs one cached step. Returns only
+/// the new tokens, per row.
 pub fn generate_cached<B: Backend>(
     model: &HierarchicalTransformer<B>,
     prompt: &[Vec<i64>],
