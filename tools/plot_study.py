@@ -15,6 +15,7 @@ Standard library only.
 
 import argparse
 import json
+import math
 import statistics
 from pathlib import Path
 
@@ -48,7 +49,7 @@ def by_config(runs):
 
 def svg(runs, axis):
     key, label = AXES[axis]
-    points = [p for r in runs for p in r["curve"] if p["bpc"] == p["bpc"]]
+    points = [p for r in runs for p in r["curve"] if math.isfinite(p["bpc"])]
     x_max = max(p[key] for p in points) or 1.0
     y_min = min(p["bpc"] for p in points)
     y_max = max(max(p["bpc"] for p in points), y_min + 1e-6)
@@ -72,7 +73,7 @@ def svg(runs, axis):
         color = COLORS[i % len(COLORS)]
         for r in group:
             path = " ".join(f"{fx(p[key]):.1f},{fy(p['bpc']):.1f}" for p in r["curve"]
-                            if p["bpc"] == p["bpc"])
+                            if math.isfinite(p["bpc"]))
             out.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.2" stroke-opacity="0.8"'
                        f' points="{path}"><title>{name} seed {r["seed"]}</title></polyline>')
         finals = [r["curve"][-1]["bpc"] for r in group]
