@@ -1,11 +1,11 @@
 //! The attention arithmetic shared by full and local attention: masked softmax over keys.
 
 use burn::nn::Linear;
-use burn::tensor::module::{attention, linear};
+use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{backend::Backend, Bool, Tensor, TensorData};
 
-use crate::ops::{contiguous, softmax_last};
+use crate::ops::{apply_linear, linear, narrow, softmax_last, swap_dims};
 
 /// The reference masks with `-finfo(float32).max` (finite), never `-inf`: a row can never be all
 /// `-inf`, and masked keys get exactly zero weight after the softmax.
@@ -113,7 +113,7 @@ pub fn host_bias<B: Backend, const D: usize>(
 /// element-wise op then reads plain rows (stock Flex walks N-D views element by element).
 pub fn split_heads<B: Backend>(x: Tensor<B, 3>, heads: usize) -> Tensor<B, 4> {
     let [b, n, inner] = x.dims();
-    contiguous(x.reshape([b, n, heads, inner / heads]).swap_dims(1, 2))
+    swap_dims(x.reshape([b, n, heads, inner / heads]), 1, 2)
 }
 
 /// The q, k and v projections of a fused `[dim, 3 · inner]` weight, each `[batch, seq, inner]`
@@ -123,7 +123,7 @@ pub fn split_heads<B: Backend>(x: Tensor<B, 3>, heads: usize) -> Tensor<B, 4> {
 pub fn qkv_projections<B: Backend>(x: Tensor<B, 3>, to_qkv: &Linear<B>) -> [Tensor<B, 3>; 3] {
     let w = to_qkv.weight.val();
     let inner = w.dims()[1] / 3;
-    let project = |i: usize| linear(x.clone(), w.clone().narrow(1, i * inner, inner), None);
+    let project = |i: usize| linear(x.clone(), narrow(w.clone(), 1, i * inner, inner), None);
     [project(0), project(1), project(2)]
 }
 
@@ -141,13 +141,13 @@ pub fn qkv_heads<B: Backend>(
 
 /// The output projection of `[batch, heads, seq, dim_head]` heads: `[batch, seq, dim]`.
 pub fn project_heads_out<B: Backend>(x: Tensor<B, 4>, to_out: &Linear<B>) -> Tensor<B, 3> {
-    to_out.forward(merge_heads(x))
+    apply_linear(to_out, merge_heads(x))
 }
 
 /// `[batch, heads, seq, dim_head] -> [batch, seq, heads * dim_head]`
 pub fn merge_heads<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 3> {
     let [b, h, n, d] = x.dims();
-    contiguous(x.swap_dims(1, 2)).reshape([b, n, h * d])
+    swap_dims(x, 1, 2).reshape([b, n, h * d])
 }
 
 /// Zero rows appended along `axis` so that its length becomes `len`.

@@ -1,6 +1,6 @@
 use burn::config::Config;
 use burn::module::{Module, Param};
-use burn::tensor::{backend::Backend, Tensor, TensorPrimitive};
+use burn::tensor::{backend::Backend, Tensor};
 
 /// Configuration of [`LayerNorm`]: PyTorch's `nn.LayerNorm` (biased variance, affine).
 #[derive(Config, Debug)]
@@ -38,15 +38,10 @@ impl LayerNormConfig {
 impl<B: Backend> LayerNorm<B> {
     /// `[..., dim] -> [..., dim]`
     ///
-    /// The backend's `layer_norm` op: one kernel on Flex and one autodiff node (with hier's
-    /// patched burn-autodiff) instead of nine element-wise ops and their backward.
+    /// One kernel on Flex and one autodiff node on `Autodiff<Flex>` ([`crate::ops::layer_norm`])
+    /// instead of nine element-wise ops and their backward.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        Tensor::from_primitive(TensorPrimitive::Float(B::layer_norm(
-            x.into_primitive().tensor(),
-            self.weight.val().into_primitive().tensor(),
-            Some(self.bias.val().into_primitive().tensor()),
-            self.epsilon,
-        )))
+        crate::ops::layer_norm(x, self.weight.val(), self.bias.val(), self.epsilon)
     }
 }
 

@@ -8,6 +8,7 @@ use crate::kernel::{
     bias_values, fused_attend, masked_softmax_attend, pad_end, project_heads_out, qkv_heads,
     AttentionImpl,
 };
+use crate::ops::narrow;
 use crate::rotary::{self, Layout, Part};
 use crate::tables::{device_table, TableKey};
 use crate::{LayerNorm, LayerNormConfig};
@@ -133,7 +134,7 @@ pub fn local_causal_attention<B: Backend>(
     let look_around = |t: Tensor<B, 5>| {
         let zeros = Tensor::zeros([b, h, 1, w, dh], &device);
         let prev = if blocks > 1 {
-            Tensor::cat(vec![zeros, t.clone().narrow(2, 0, blocks - 1)], 2)
+            Tensor::cat(vec![zeros, narrow(t.clone(), 2, 0, blocks - 1)], 2)
         } else {
             zeros
         };
@@ -171,7 +172,7 @@ pub fn local_causal_attention<B: Backend>(
         let sim = bq.matmul(bk.swap_dims(3, 4)); // [b, h, blocks, w, 2w]
         masked_softmax_attend(sim, band, bv).reshape([b, h * blocks, w, dh])
     };
-    out.reshape([b, h, padded, dh]).narrow(2, 0, n)
+    narrow(out.reshape([b, h, padded, dh]), 2, 0, n)
 }
 
 #[cfg(test)]

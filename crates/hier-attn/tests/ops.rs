@@ -1,11 +1,11 @@
 //! hier's own kernels (`hier_attn::ops`) against Burn's operations: the same values on Flex,
 //! and the same gradients through `Autodiff<Flex>` (hier's single nodes) as through
-//! `Autodiff<NdArray>` (Burn's own decomposition).
+//! `Autodiff<NdArray>` (Burn's own operations, which the same functions call there).
 #![allow(clippy::disallowed_methods)] // tests read results back
 
 use burn::backend::{Autodiff, Flex, NdArray};
 use burn::tensor::{activation, backend::Backend, Tensor, TensorData, Tolerance};
-use hier_attn::ops::{contiguous, gelu, silu, softmax_last};
+use hier_attn::ops::{contiguous, gelu, layer_norm, linear, narrow, silu, softmax_last, swap_dims};
 
 fn random<B: Backend>(shape: [usize; 3], seed: u64, device: &B::Device) -> Tensor<B, 3> {
     let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -118,4 +118,80 @@ fn gelu_node_is_exact() {
         let exact = w as f64 * (cdf + x * pdf);
         assert!(close(g, exact), "gradient at {x}: {g}, not {exact}");
     }
+}
+
+/// Two linear layers (with and without bias) on a strided input and a narrowed weight, a layer
+/// norm, axis swaps and narrowing along inner and outer axes: the model's uses of [`linear`],
+/// [`layer_norm`], [`narrow`] and [`swap_dims`] in one expression, weighted by `probe` and summed.
+fn layers<B: Backend>(
+    x: Tensor<B, 3>,
+    w: Tensor<B, 2>,
+    bias: Tensor<B, 1>,
+    [gamma, beta]: [Tensor<B, 1>; 2],
+    probe: Tensor<B, 3>,
+) -> Tensor<B, 1> {
+    let h = linear(
+        x.swap_dims(0, 1), // [9, 2, 33], not row-major
+        narrow(w.clone(), 1, 4, 16),
+        Some(narrow(bias, 0, 4, 16)),
+    ); // [9, 2, 16]
+    let h = layer_norm(h, gamma, beta, 1e-5);
+    let h = linear(h, narrow(w, 1, 8, 16).transpose(), None); // [9, 2, 33]
+    let h = narrow(swap_dims(h, 0, 2), 2, 3, 5); // [33, 2, 5]
+    let h = narrow(narrow(h, 0, 0, 33), 0, 2, 30); // a whole axis, then a part
+    (h * probe).sum()
+}
+
+/// [`layers`]' value and the gradients of `x`, `w`, `bias`, `gamma` and `beta` on an autodiff
+/// backend.
+fn layer_gradients<B: burn::tensor::backend::AutodiffBackend>(device: &B::Device) -> [Vec<f32>; 6] {
+    let matrix =
+        |rows, cols, seed| random::<B>([1, rows, cols], seed, device).reshape([rows, cols]);
+    let x = random::<B>([2, 9, 33], 5, device).require_grad();
+    let w = matrix(33, 24, 6).require_grad();
+    let bias = matrix(1, 24, 7).reshape([24]).require_grad();
+    let gamma = matrix(1, 16, 9).reshape([16]).require_grad();
+    let beta = matrix(1, 16, 10).reshape([16]).require_grad();
+    let probe = random::<B>([30, 2, 5], 8, device);
+    let norm = [gamma.clone(), beta.clone()];
+    let y = layers(x.clone(), w.clone(), bias.clone(), norm, probe);
+    let grads = y.backward();
+    let read = |t: Tensor<B::InnerBackend, 3>| t.into_data().to_vec::<f32>().unwrap();
+    [
+        y.into_data().to_vec().unwrap(),
+        read(x.grad(&grads).unwrap()),
+        read(w.grad(&grads).unwrap().unsqueeze()),
+        read(bias.grad(&grads).unwrap().unsqueeze()),
+        read(gamma.grad(&grads).unwrap().unsqueeze()),
+        read(beta.grad(&grads).unwrap().unsqueeze()),
+    ]
+}
+
+#[test]
+fn linear_and_views_have_burns_values_and_gradients() {
+    let ours = layer_gradients::<Autodiff<Flex>>(&Default::default());
+    let burns = layer_gradients::<Autodiff<NdArray>>(&Default::default());
+    for (ours, burns) in ours.iter().zip(&burns) {
+        assert_eq!(ours.len(), burns.len());
+        for (a, b) in ours.iter().zip(burns) {
+            assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{a} vs {b}");
+        }
+    }
+    // and forward on Flex itself, without autodiff
+    let flex = Default::default();
+    let matrix =
+        |rows, cols, seed| random::<Flex>([1, rows, cols], seed, &flex).reshape([rows, cols]);
+    let y = layers(
+        random::<Flex>([2, 9, 33], 5, &flex),
+        matrix(33, 24, 6),
+        matrix(1, 24, 7).reshape([24]),
+        [9, 10].map(|seed| matrix(1, 16, seed).reshape([16])),
+        random::<Flex>([30, 2, 5], 8, &flex),
+    );
+    let y: f32 = y.into_scalar();
+    assert!(
+        (y - burns[0][0]).abs() <= 1e-4 * (1.0 + burns[0][0].abs()),
+        "{y} vs {}",
+        burns[0][0]
+    );
 }

@@ -1,7 +1,7 @@
 use burn::module::Module;
 use burn::tensor::{backend::Backend, Tensor};
 use hier_attn::kernel::pad_end;
-use hier_attn::ops::contiguous;
+use hier_attn::ops::{narrow, swap_dims};
 use hier_attn::{
     FullAttention, FullAttentionConfig, KvCache, LocalAttention, LocalAttentionConfig,
 };
@@ -97,17 +97,14 @@ impl<B: Backend> HierarchicalBlock<B> {
         let [b, n, d] = x.dims();
         let rows = n.div_ceil(axial);
         // 'b (n a) d -> (b a) n d'; the zero padding sits at the end, after every real token
-        let x = pad_end(x, 1, rows * axial)
-            .reshape([b, rows, axial, d])
-            .swap_dims(1, 2);
-        let x = contiguous(x).reshape([b * axial, rows, d]);
+        let x = pad_end(x, 1, rows * axial).reshape([b, rows, axial, d]);
+        let x = swap_dims(x, 1, 2).reshape([b * axial, rows, d]);
         let x = match &self.attn {
             Some(attn) => attn.forward(token_shift(x.clone())) + x,
             None => x,
         };
         let x = self.ff.forward(token_shift(x.clone())) + x;
-        contiguous(x.reshape([b, axial, rows, d]).swap_dims(1, 2))
-            .reshape([b, rows * axial, d])
-            .narrow(1, 0, n)
+        let x = swap_dims(x.reshape([b, axial, rows, d]), 1, 2);
+        narrow(x.reshape([b, rows * axial, d]), 1, 0, n)
     }
 }

@@ -1,10 +1,9 @@
 use burn::module::Module;
 use burn::nn::conv::{Conv1d, Conv1dConfig};
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::module::linear;
 use burn::tensor::{backend::Backend, Int, Tensor};
 use hier_attn::kernel::pad_end;
-use hier_attn::ops::{contiguous, silu};
+use hier_attn::ops::{apply_linear, linear, narrow, silu, swap_dims};
 
 use crate::loss::{cross_entropy, ids_at};
 use crate::spec::HierarchySpec;
@@ -88,7 +87,7 @@ impl<B: Backend> Compressor<B> {
     pub fn forward_after(&self, padded: Tensor<B, 3>) -> Tensor<B, 3> {
         let (Some(conv), Some(conv_out)) = (&self.conv, &self.conv_out) else {
             return match &self.compress_fn {
-                Some(project) => project.forward(padded),
+                Some(project) => apply_linear(project, padded),
                 None => padded,
             };
         };
@@ -101,19 +100,16 @@ impl<B: Backend> Compressor<B> {
         let windows = (len + 1 - c).div_ceil(s);
         let taps = if s == c {
             // non-overlapping windows (stride = c): a reshape, no gather
-            padded.narrow(1, 0, windows * c).reshape([b, windows, c, d])
+            narrow(padded, 1, 0, windows * c).reshape([b, windows, c, d])
         } else {
             let padded = pad_end(padded, 1, c - 1 + windows * s);
             let tap = |k: usize| {
-                padded
-                    .clone()
-                    .narrow(1, k, windows * s)
-                    .reshape([b, windows, s, d])
-                    .narrow(2, 0, 1)
+                let window = narrow(padded.clone(), 1, k, windows * s);
+                narrow(window.reshape([b, windows, s, d]), 2, 0, 1)
             };
             Tensor::cat((0..c).map(tap).collect(), 2)
         };
-        let rows = contiguous(taps.swap_dims(2, 3)).reshape([b, windows, d * c]);
+        let rows = swap_dims(taps, 2, 3).reshape([b, windows, d * c]);
         compress_rows(conv, conv_out, rows)
     }
 
@@ -132,7 +128,7 @@ impl<B: Backend> Compressor<B> {
         let to_recon = self.to_recon.as_ref()?;
         let (c, s) = (self.factor, self.stride);
         let [batch, positions, _] = embeds.dims();
-        let logits = to_recon.forward(embeds); // [b, n_c, c * V], offset major, vocabulary minor
+        let logits = apply_linear(to_recon, embeds); // [b, n_c, c * V], offset major, vocabulary minor
         let vocab = logits.dims()[2] / c;
         let taps: Vec<i64> = (0..positions)
             .flat_map(|j| (0..c).map(move |k| (j * s + k) as i64 - (c as i64 - 1)))

@@ -2,7 +2,7 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{backend::Backend, Tensor};
-use hier_attn::ops::gelu;
+use hier_attn::ops::{apply_linear, gelu};
 use hier_attn::{RmsNorm, RmsNormConfig};
 
 /// Configuration of [`FeedForward`].
@@ -45,7 +45,7 @@ impl FeedForwardConfig {
 impl<B: Backend> FeedForward<B> {
     /// `[batch, seq, dim] -> [batch, seq, dim]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.proj_out
-            .forward(gelu(self.proj_in.forward(self.norm.forward(x))))
+        let hidden = gelu(apply_linear(&self.proj_in, self.norm.forward(x)));
+        apply_linear(&self.proj_out, hidden)
     }
 }

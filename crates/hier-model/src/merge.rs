@@ -1,7 +1,7 @@
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{backend::Backend, Tensor};
-use hier_attn::ops::silu;
+use hier_attn::ops::{apply_linear, narrow, silu};
 use hier_attn::{RmsNorm, RmsNormConfig};
 
 /// Concatenate the hierarchies' streams feature-wise, aligned on original positions: a
@@ -24,7 +24,7 @@ pub fn hierarchical_cat<B: Backend>(tokens: &[Tensor<B, 3>], strides: &[usize]) 
         .collect();
     let len = expanded.iter().map(|t| t.dims()[1]).min().unwrap();
     Tensor::cat(
-        expanded.into_iter().map(|t| t.narrow(1, 0, len)).collect(),
+        expanded.into_iter().map(|t| narrow(t, 1, 0, len)).collect(),
         2,
     )
 }
@@ -55,8 +55,8 @@ impl<B: Backend> HierarchicalMerge<B> {
     /// per-hierarchy `[batch, n_i, d_i]` -> `[batch, n, dim_out]`
     pub fn forward(&self, tokens: &[Tensor<B, 3>], strides: &[usize]) -> Tensor<B, 3> {
         let x = hierarchical_cat(tokens, strides);
-        self.proj_out
-            .forward(silu(self.proj_in.forward(self.norm.forward(x))))
+        let hidden = silu(apply_linear(&self.proj_in, self.norm.forward(x)));
+        apply_linear(&self.proj_out, hidden)
     }
 }
 

@@ -1,6 +1,7 @@
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
 use burn::tensor::{backend::Backend, Int, Tensor};
+use hier_attn::ops::{apply_linear, narrow};
 use hier_attn::{LayerNorm, LayerNormConfig};
 
 use crate::block::HierarchicalBlock;
@@ -249,7 +250,7 @@ impl<B: Backend> HierarchicalTransformer<B> {
                     .into_iter()
                     .zip(&self.spec.hierarchies)
                     .map(|(t, h)| {
-                        let part = pooled.clone().narrow(2, offset, h.dim);
+                        let part = narrow(pooled.clone(), 2, offset, h.dim);
                         offset += h.dim;
                         let len = t.dims()[1];
                         t + stride_rows(part, 0, len, h.stride)
@@ -272,7 +273,7 @@ impl<B: Backend> HierarchicalTransformer<B> {
         } else {
             embeds[self.spec.predict].clone()
         };
-        self.to_logits.forward(predict)
+        apply_linear(&self.to_logits, predict)
     }
 
     /// Training losses for `ids [batch, n + 1]`: inputs `ids[:, :-1]`, labels `ids[:, 1:]`, as
@@ -397,12 +398,12 @@ impl<B: Backend> HierarchicalTransformer<B> {
         let ignore = self.spec.ignore_index;
         for (i, (h, e)) in self.spec.hierarchies.iter().zip(embeds).enumerate() {
             if let Some(Some(head)) = self.prophet_heads.get(i) {
-                let logits = head.forward(e.clone());
+                let logits = apply_linear(head, e.clone());
                 prophet = prophet + prophet_loss(logits, all.clone(), h.factor, h.stride, ignore);
             }
             if let Some(Some(map)) = self.to_hierarchical_preds.get(i) {
                 hierarchical_ar =
-                    hierarchical_ar + hierarchical_ar_loss(map.forward(e.clone()), e.clone());
+                    hierarchical_ar + hierarchical_ar_loss(apply_linear(map, e.clone()), e.clone());
             }
         }
         (prophet, hierarchical_ar)

@@ -3,7 +3,8 @@
 
 use burn::module::{Initializer, Module};
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::{activation::gelu, backend::Backend, Int, Slice, Tensor, TensorData};
+use burn::tensor::{backend::Backend, Int, Slice, Tensor, TensorData};
+use hier_attn::ops::{apply_linear, gelu, narrow};
 use hier_attn::{LayerNorm, LayerNormConfig};
 
 use crate::config::NextLatentLossType;
@@ -52,7 +53,7 @@ impl<B: Backend> ChunkSummarizer<B> {
             sum / counts
         };
         match &self.proj {
-            Some(proj) => proj.forward(pooled),
+            Some(proj) => apply_linear(proj, pooled),
             None => pooled,
         }
     }
@@ -112,7 +113,7 @@ impl<B: Backend> NextLatDynamics<B> {
             .norm
             .forward(Tensor::cat(vec![latent.clone(), summary], 2));
         for (i, layer) in self.layers.iter().enumerate() {
-            h = layer.forward(h);
+            h = apply_linear(layer, h);
             if i + 1 < self.layers.len() {
                 h = gelu(h);
             }
@@ -211,13 +212,13 @@ fn rollout_loss<B: Backend>(
     valid: Tensor<B, 2>,
 ) -> Tensor<B, 1> {
     let predict = latents.dims()[1] - spec.num_rollouts;
-    let mut latent = latents.clone().narrow(1, 0, predict);
+    let mut latent = narrow(latents.clone(), 1, 0, predict);
     let mut cumulative: Option<Tensor<B, 3>> = None;
     let mut loss_i = Tensor::<B, 1>::zeros([1], &latents.device());
     for (r, &rollout_weight) in spec.rollout_weights.iter().enumerate() {
         let start = r + 1;
-        let summary = summaries.clone().narrow(1, start, predict);
-        let target = latents.clone().narrow(1, start, predict).detach();
+        let summary = narrow(summaries.clone(), 1, start, predict);
+        let target = narrow(latents.clone(), 1, start, predict).detach();
         latent = dynamics.forward(summary, latent);
         let loss = latent_distance(spec.next_latent_loss_type, latent.clone(), target);
         let mut weighted = loss.clone().mul_scalar(rollout_weight);

@@ -10,6 +10,7 @@
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
+use hier_attn::ops::narrow;
 
 use crate::loss::{cross_entropy, ids_at};
 
@@ -63,8 +64,8 @@ pub fn hierarchical_ar_loss<B: Backend>(pred: Tensor<B, 3>, embeds: Tensor<B, 3>
         return Tensor::zeros([1], &embeds.device());
     }
     let l2norm = |t: Tensor<B, 3>| t.clone() / t.square().sum_dim(2).sqrt().clamp_min(1e-12);
-    let pred = l2norm(pred.narrow(1, 0, n - 1));
-    let next = l2norm(embeds.narrow(1, 1, n - 1));
+    let pred = l2norm(narrow(pred, 1, 0, n - 1));
+    let next = l2norm(narrow(embeds, 1, 1, n - 1));
     let cos = (pred * next).sum_dim(2); // [b, n - 1, 1]
     cos.sum()
         .div_scalar((b * (n - 1)) as f64)

@@ -1,5 +1,5 @@
 use burn::tensor::{backend::Backend, Tensor};
-use hier_attn::ops::contiguous;
+use hier_attn::ops::{contiguous, narrow};
 
 /// Shift the second half of the features one step to the right along the sequence
 /// (zeros enter at position 0): each position mixes in half of its predecessor for free.
@@ -13,13 +13,13 @@ pub fn token_shift<B: Backend>(x: Tensor<B, 3>) -> Tensor<B, 3> {
     if moved == 0 {
         return x;
     }
-    let still = contiguous(x.clone().narrow(2, 0, keep));
+    let still = contiguous(narrow(x.clone(), 2, 0, keep));
     let zeros = Tensor::zeros([b, 1, moved], &x.device());
     let shifted = if n > 1 {
         Tensor::cat(
             vec![
                 zeros,
-                contiguous(x.narrow(2, keep, moved).narrow(1, 0, n - 1)),
+                contiguous(narrow(narrow(x, 2, keep, moved), 1, 0, n - 1)),
             ],
             1,
         )

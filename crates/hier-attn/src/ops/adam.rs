@@ -80,19 +80,11 @@ fn flex_update<B: Backend, const D: usize>(
     moments: Option<Moments<B, D>>,
     c: &AdamCoefficients,
 ) -> Result<(Tensor<B, D>, Moments<B, D>), Inputs<B, D>> {
-    use super::{cast, flex, same};
-    use burn::tensor::{ops::FloatTensor, TensorPrimitive};
-    use burn_flex::FlexTensor;
-    let raw = |t: Tensor<B, D>| t.into_primitive().tensor();
-    let wrap = |t: FloatTensor<B>| Tensor::<B, D>::from_primitive(TensorPrimitive::Float(t));
-    let flex = |t: FloatTensor<B>| cast::<FloatTensor<B>, FlexTensor>(t);
-    let (p, g) = match (flex(raw(param)), flex(raw(grad))) {
-        (Ok(p), Ok(g)) if flex::takes(&p) && flex::takes(&g) => (p, g),
-        (p, g) => {
-            let back = |r: Result<FlexTensor, FloatTensor<B>>| wrap(r.map_or_else(|t| t, same));
-            return Err((back(p), back(g), moments));
-        }
-    };
-    let (p, m, v) = flex::adam_update(p, g, moments.map(|(m, v)| (same(raw(m)), same(raw(v)))), c);
-    Ok((wrap(same(p)), (wrap(same(m)), wrap(same(v)))))
+    use super::{cpu, flex, unwrap, wrap, Cpu};
+    if cpu(&param) != Some(Cpu::Flex) || cpu(&grad) != Some(Cpu::Flex) {
+        return Err((param, grad, moments));
+    }
+    let moments = moments.map(|(m, v)| (unwrap(m), unwrap(v)));
+    let (p, m, v) = flex::adam_update(unwrap(param), unwrap(grad), moments, c);
+    Ok((wrap(p), (wrap(m), wrap(v))))
 }

@@ -10,11 +10,6 @@ use super::fast_math;
 /// Elements per parallel task: large enough to amortise rayon's scheduling.
 const CHUNK: usize = 1 << 15;
 
-/// Whether the kernels below take `tensor` (f32; other element types keep Burn's ops).
-pub fn takes(tensor: &FlexTensor) -> bool {
-    tensor.dtype() == DType::F32
-}
-
 fn new_f32(values: Vec<f32>, shape: Shape) -> FlexTensor {
     FlexTensor::new(
         burn::tensor::Bytes::from_elems(values),

@@ -258,7 +258,7 @@ impl<B: Backend> Cache<B> {
                 *latest = Some(last_row(new));
             }
         }
-        model.to_logits.forward(predict)
+        hier_attn::ops::apply_linear(&model.to_logits, predict)
     }
 }
 
