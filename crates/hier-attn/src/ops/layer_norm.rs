@@ -26,9 +26,28 @@ fn new_f32(values: Vec<f32>, dims: Vec<usize>) -> FlexTensor {
     )
 }
 
+/// Lanes of the partial sums below: independent accumulators the compiler keeps in one vector
+/// register (a single running sum would serialise on each addition).
+const LANES: usize = 16;
+
+/// `Σ f(a[i], b[i])` over equal-length slices, in [`LANES`] partial sums.
+#[inline(always)]
+fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut acc = [0f32; LANES];
+    let (a_main, b_main) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f32 = (a_main.remainder().iter().zip(b_main.remainder()))
+        .map(|(&a, &b)| f(a, b))
+        .sum();
+    for (a, b) in a_main.zip(b_main) {
+        for l in 0..LANES {
+            acc[l] += f(a[l], b[l]);
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
 /// One row's input gradient into `dx`, and its `g · x̂` and `g` added to `d_gamma`, `d_beta`:
 /// `x̂ = (x − μ) · rstd`, `dx = rstd · (gγ − mean(gγ) − x̂ · mean(gγ · x̂))`.
-#[allow(clippy::too_many_arguments)]
 fn row_backward(
     x: &[f32],
     g: &[f32],
@@ -39,22 +58,20 @@ fn row_backward(
     d_beta: &mut [f32],
 ) {
     let d = x.len() as f32;
-    let mean = x.iter().sum::<f32>() / d;
-    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d;
+    let mean = lane_sum(x, x, |x, _| x) / d;
+    let var = lane_sum(x, x, |x, _| (x - mean) * (x - mean)) / d;
     let rstd = 1.0 / (var + epsilon).sqrt();
-    let (mut sum_scaled, mut sum_projected) = (0f32, 0f32);
+    // dx's slot holds g·γ until the last pass
+    for ((s, g), gamma) in dx.iter_mut().zip(g).zip(gamma) {
+        *s = g * gamma;
+    }
+    let mean_scaled = lane_sum(dx, dx, |s, _| s) / d;
+    let mean_projected = lane_sum(dx, x, |s, x| s * ((x - mean) * rstd)) / d;
     for i in 0..x.len() {
         let normed = (x[i] - mean) * rstd;
-        let scaled = g[i] * gamma[i];
-        sum_scaled += scaled;
-        sum_projected += scaled * normed;
         d_gamma[i] += g[i] * normed;
         d_beta[i] += g[i];
-    }
-    let (mean_scaled, mean_projected) = (sum_scaled / d, sum_projected / d);
-    for i in 0..x.len() {
-        let normed = (x[i] - mean) * rstd;
-        dx[i] = rstd * (g[i] * gamma[i] - mean_scaled - normed * mean_projected);
+        dx[i] = rstd * (dx[i] - mean_scaled - normed * mean_projected);
     }
 }
 
