@@ -42,55 +42,7 @@ pub(crate) fn cast_from_f32<E: Element + Pod + Copy>(
     FlexTensor::new(bytes, Layout::contiguous(shape), E::dtype())
 }
 
-/// hier patch: `[.., d]` viewed as `[rows, d]` (a copy only when the strides forbid a view).
-fn as_rows(tensor: FlexTensor) -> FlexTensor {
-    let shape = tensor.layout().shape().clone();
-    let d = shape[shape.num_dims() - 1];
-    tensor.reshape_view(Shape::from(alloc::vec![shape.num_elements() / d, d]))
-}
-
-/// hier patch: `[rows, d]` back to the leading dimensions of `like` with last dimension `d`.
-fn from_rows(tensor: FlexTensor, like: &Shape) -> FlexTensor {
-    let mut dims: alloc::vec::Vec<usize> = like.as_slice().to_vec();
-    let last = dims.len() - 1;
-    dims[last] = tensor.layout().shape()[1];
-    tensor.reshape_view(Shape::from(dims))
-}
-
 impl ModuleOps<Flex> for Flex {
-    // hier patch: linear layers run as one 2-D matrix product over all rows (batch · seq).
-    // Burn's default broadcasts the weight over the batch (one product per batch element) and,
-    // for the weight gradient, multiplies per batch element and then sums over the batch.
-    fn linear(
-        x: FloatTensor<Flex>,
-        weight: FloatTensor<Flex>,
-        bias: Option<FloatTensor<Flex>>,
-    ) -> FloatTensor<Flex> {
-        let shape = x.shape();
-        let mut out = crate::ops::matmul::matmul(as_rows(x), weight);
-        if let Some(bias) = bias {
-            let d = bias.shape()[0];
-            out = Flex::float_add(out, bias.reshape(Shape::from(alloc::vec![1, d])));
-        }
-        from_rows(out, &shape)
-    }
-
-    fn linear_x_backward(
-        weight: FloatTensor<Flex>,
-        output_grad: FloatTensor<Flex>,
-    ) -> FloatTensor<Flex> {
-        let shape = output_grad.shape();
-        let grad = crate::ops::matmul::matmul(as_rows(output_grad), weight.transpose(0, 1));
-        from_rows(grad, &shape)
-    }
-
-    fn linear_weight_backward(
-        x: FloatTensor<Flex>,
-        output_grad: FloatTensor<Flex>,
-    ) -> FloatTensor<Flex> {
-        crate::ops::matmul::matmul(as_rows(x).transpose(0, 1), as_rows(output_grad))
-    }
-
     fn conv1d(
         x: FloatTensor<Flex>,
         weight: FloatTensor<Flex>,
