@@ -1,5 +1,5 @@
-//! `hier compare` from outside: configs × seeds under a time budget, its tables, JSON and plots;
-//! bad budgets and seeds refused before anything is written.
+//! `hier compare` from outside: configs × seeds under a time budget, its tables, JSON and plots,
+//! the same re-plotted from the JSON; bad budgets and seeds refused before anything is written.
 
 use std::path::Path;
 
@@ -64,6 +64,50 @@ fn two_configs_times_two_seeds_under_a_budget() {
             * r["flops_per_token"].as_f64().unwrap();
         assert_eq!(last["flops"].as_f64(), Some(flops), "{r}");
     }
+    replots_from_the_json_alone(&out, &md);
+}
+
+/// `--from` re-tabulates and re-plots the runs of `out/compare.json` without training: the same
+/// tables, JSON and plots; a comparison given twice is refused.
+fn replots_from_the_json_alone(out: &Path, md: &str) {
+    let json = out.join("compare.json");
+    let again = out.with_file_name("again");
+    let md_again = run_ok(
+        hier()
+            .args(["compare", "--from"])
+            .arg(&json)
+            .arg("--out")
+            .arg(&again),
+    );
+    assert_eq!(md_again, md);
+    for file in [
+        "compare.md",
+        "compare.json",
+        "compare-steps.svg",
+        "compare-flops.svg",
+    ] {
+        let read = |dir: &Path| std::fs::read(dir.join(file)).unwrap();
+        assert!(read(out) == read(&again), "{file} differs");
+    }
+    assert!(!again.join("a").exists(), "nothing was trained");
+    let err = run_err(
+        hier()
+            .args(["compare", "--from"])
+            .args([&json, &json])
+            .arg("--out")
+            .arg(out.with_file_name("twice")),
+    );
+    assert!(
+        err.contains("run `a` seed 3 is in two of the --from files"),
+        "{err}"
+    );
+    let err = run_err(
+        hier()
+            .args(["compare", "--from"])
+            .arg(&json)
+            .args(["--steps", "5"]),
+    );
+    assert!(err.contains("cannot be used with"), "{err}");
 }
 
 #[test]

@@ -10,7 +10,8 @@ use super::fast_math;
 /// Elements per parallel task: large enough to amortise rayon's scheduling.
 const CHUNK: usize = 1 << 15;
 
-fn new_f32(values: Vec<f32>, shape: Shape) -> FlexTensor {
+/// A row-major f32 tensor of `values`.
+pub fn new_f32(values: Vec<f32>, shape: Shape) -> FlexTensor {
     FlexTensor::new(
         burn::tensor::Bytes::from_elems(values),
         Layout::contiguous(shape),

@@ -8,23 +8,15 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::Flex;
 use burn::tensor::ops::ModuleOps;
-use burn::tensor::{DType, Shape};
-use burn_flex::{FlexTensor, Layout};
+use burn::tensor::Shape;
+use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::flex::contiguous;
+use super::flex::{contiguous, new_f32};
 use super::AdFlexTensor;
 
 /// Rows per parallel task.
 const TASK_ROWS: usize = 64;
-
-fn new_f32(values: Vec<f32>, dims: Vec<usize>) -> FlexTensor {
-    FlexTensor::new(
-        burn::tensor::Bytes::from_elems(values),
-        Layout::contiguous(Shape::from(dims)),
-        DType::F32,
-    )
-}
 
 /// Lanes of the partial sums below: independent accumulators the compiler keeps in one vector
 /// register (a single running sum would serialise on each addition).
@@ -109,9 +101,9 @@ fn backward(
             },
         );
     (
-        new_f32(dx, dims),
-        new_f32(d_gamma, vec![d]),
-        new_f32(d_beta, vec![d]),
+        new_f32(dx, Shape::from(dims)),
+        new_f32(d_gamma, Shape::from(vec![d])),
+        new_f32(d_beta, Shape::from(vec![d])),
     )
 }
 

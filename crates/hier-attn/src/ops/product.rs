@@ -5,10 +5,10 @@
 
 use std::mem::MaybeUninit;
 
-use burn::tensor::{DType, Shape};
-use burn_flex::{FlexTensor, Layout};
+use burn::tensor::Shape;
+use burn_flex::FlexTensor;
 
-use super::flex::contiguous;
+use super::flex::{contiguous, new_f32};
 
 /// Products below this many multiply-adds run on one thread: rayon's split costs more.
 const PARALLEL_WORK: usize = 192 * 192 * 192;
@@ -102,14 +102,6 @@ fn product(a: Matrix, b: Matrix) -> FlexTensor {
     let out =
         unsafe { Vec::from_raw_parts(out.as_mut_ptr().cast::<f32>(), out.len(), out.capacity()) };
     new_f32(out, shape)
-}
-
-fn new_f32(values: Vec<f32>, shape: Shape) -> FlexTensor {
-    FlexTensor::new(
-        burn::tensor::Bytes::from_elems(values),
-        Layout::contiguous(shape),
-        DType::F32,
-    )
 }
 
 /// `[.., d]` as a row-major `[rows, d]` (a copy only when not row-major already).

@@ -8,10 +8,10 @@ use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{unary, Backward, Ops, OpsKind};
 use burn::backend::Flex;
-use burn::tensor::{DType, Shape};
-use burn_flex::{FlexTensor, Layout};
+use burn::tensor::Shape;
+use burn_flex::FlexTensor;
 
-use super::flex::contiguous;
+use super::flex::{contiguous, new_f32};
 use super::AdFlexTensor;
 
 /// `grad` (the narrowed part) placed at `start` along `axis` of zeros shaped `dims`.
@@ -26,11 +26,7 @@ fn pad_into(grad: FlexTensor, dims: &[usize], axis: usize, start: usize) -> Flex
     for (dst, src) in out.chunks_exact_mut(whole).zip(values.chunks_exact(src)) {
         dst[start * inner..start * inner + src.len()].copy_from_slice(src);
     }
-    FlexTensor::new(
-        burn::tensor::Bytes::from_elems(out),
-        Layout::contiguous(Shape::from(dims.to_vec())),
-        DType::F32,
-    )
+    new_f32(out, Shape::from(dims.to_vec()))
 }
 
 #[derive(Debug)]

@@ -15,12 +15,12 @@ use crate::plot::{svg, Axis};
 pub struct Args {
     /// Configs to compare: training configs ({"model": ..., "train": ...}) or bare model configs
     /// (trained with the shakespeare preset's options).
-    #[arg(long, num_args = 1.., required = true)]
+    #[arg(long, num_args = 1.., required_unless_present = "from")]
     configs: Vec<PathBuf>,
     /// Optimizer steps of every run's schedule (warm-up and cosine decay span them), and the
     /// most any run takes.
-    #[arg(long)]
-    steps: u64,
+    #[arg(long, required_unless_present = "from")]
+    steps: Option<u64>,
     /// Stop each run after the first step whose forward and backward pass end this many seconds
     /// or more into its training loop (validations included, start-up not: the seconds of the
     /// plots), with a validation and a checkpoint there. The schedule still spans --steps.
@@ -43,6 +43,11 @@ pub struct Args {
     /// CPU sharing each batch, one GPU otherwise.
     #[arg(long)]
     devices: Option<usize>,
+    /// Train nothing: tabulate and plot together the runs recorded in these `compare.json` files
+    /// of earlier comparisons (e.g. a study run in several sessions, one --out each), into --out.
+    #[arg(long, num_args = 1.., conflicts_with_all = ["configs", "steps", "budget_seconds",
+        "validate_every", "data", "devices"])]
+    from: Vec<PathBuf>,
 }
 
 /// A config ready to train: its name (the file stem) and facts for the tables.
@@ -54,13 +59,19 @@ struct Entry {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    if !args.from.is_empty() {
+        return replot(&args.from, &args.out);
+    }
+    let Some(steps) = args.steps else {
+        bail!("give --steps N (or --from A/compare.json ... to re-plot earlier comparisons)");
+    };
     let budget = budget(args.budget_seconds)?;
     check_seeds(&args.seeds)?;
     crate::resources::check_devices(args.devices)?;
     // every config is read and checked before anything trains
     let mut entries: Vec<Entry> = Vec::new();
     for path in &args.configs {
-        let entry = prepare(&args, path)?;
+        let entry = prepare(&args, path, steps)?;
         if entries.iter().any(|e| e.name == entry.name) {
             bail!(
                 "two configs are named `{}`; give them distinct file names",
@@ -109,17 +120,17 @@ fn check_seeds(seeds: &[u64]) -> Result<()> {
 }
 
 /// Read a config, apply the comparison's options, and check it and its memory.
-fn prepare(args: &Args, path: &Path) -> Result<Entry> {
+fn prepare(args: &Args, path: &Path, steps: u64) -> Result<Entry> {
     let name = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
     let mut config = crate::configs::train_config(path, true)?;
     let t = &mut config.train;
-    t.max_steps = args.steps;
-    t.warmup_steps = t.warmup_steps.min(args.steps);
-    t.validate_every = args.validate_every.unwrap_or((args.steps / 10).max(1));
-    t.checkpoint_every = args.steps;
+    t.max_steps = steps;
+    t.warmup_steps = t.warmup_steps.min(steps);
+    t.validate_every = args.validate_every.unwrap_or((steps / 10).max(1));
+    t.checkpoint_every = steps;
     t.sample_every = 0;
     config.data = args.data.clone();
     let context = || format!("in {}", path.display());
@@ -190,6 +201,44 @@ fn train_one(
 }
 
 /// compare.md (per config, then per run), compare.json and the three plots.
+/// The runs recorded in earlier comparisons' `compare.json` files, tabulated and plotted
+/// together into `out` (a new or empty directory), each run once.
+fn replot(files: &[PathBuf], out: &Path) -> Result<()> {
+    #[derive(serde::Deserialize)]
+    struct Recorded {
+        runs: Vec<RunSummary>,
+    }
+    let mut runs: Vec<RunSummary> = Vec::new();
+    for file in files {
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        let recorded: Recorded = serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{} is not a compare.json written by `hier compare`",
+                file.display()
+            )
+        })?;
+        for run in recorded.runs {
+            let (name, seed) = (&run.run.name, run.run.seed);
+            if runs
+                .iter()
+                .any(|r| &r.run.name == name && r.run.seed == seed)
+            {
+                bail!(
+                    "run `{name}` seed {seed} is in two of the --from files (again in {}); give each comparison's compare.json once",
+                    file.display()
+                );
+            }
+            runs.push(run);
+        }
+    }
+    if runs.is_empty() {
+        bail!("the --from files hold no runs; give compare.json files of finished comparisons");
+    }
+    let _lock = hier_model::files::claim_out_dir(out, &[])?;
+    write_results(out, &runs)
+}
+
 fn write_results(out: &Path, runs: &[RunSummary]) -> Result<()> {
     let md = format!(
         "{}\nfinal and best valid bpc: mean ± sample standard deviation over the seeds; seconds: mean of the training loops.\n\n{}",
