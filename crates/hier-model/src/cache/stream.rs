@@ -5,6 +5,7 @@ use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
 use hier_attn::KvCache;
 
 use crate::block::HierarchicalBlock;
+use crate::token_shift::token_shift_after;
 
 /// State of one axial sub-sequence of one hierarchy in one layer.
 #[derive(Debug, Clone)]
@@ -39,27 +40,6 @@ pub(super) fn select_rows<B: Backend>(x: Tensor<B, 3>, rows: &[usize]) -> Tensor
     x.select(1, index)
 }
 
-/// [`crate::token_shift::token_shift`] of `m` new rows `[batch, m, dim]` that follow the row
-/// `prev` (zeros at the start).
-fn shift_after<B: Backend>(x: Tensor<B, 3>, prev: &Option<Tensor<B, 3>>) -> Tensor<B, 3> {
-    let [b, m, d] = x.dims();
-    let keep = d.div_ceil(2); // as `torch.chunk(2)`, like `token_shift`
-    if keep == d {
-        return x;
-    }
-    let moved = match prev {
-        Some(prev) => prev.clone().narrow(2, keep, d - keep),
-        None => Tensor::zeros([b, 1, d - keep], &x.device()),
-    };
-    let moved = if m > 1 {
-        let earlier = x.clone().narrow(1, 0, m - 1).narrow(2, keep, d - keep);
-        Tensor::cat(vec![moved, earlier], 1)
-    } else {
-        moved
-    };
-    Tensor::cat(vec![x.narrow(2, 0, keep), moved], 2)
-}
-
 /// One layer of one axial sub-sequence for its next `m` tokens, as [`HierarchicalBlock::forward`].
 fn stream_forward<B: Backend>(
     block: &HierarchicalBlock<B>,
@@ -69,13 +49,13 @@ fn stream_forward<B: Backend>(
     // the stream's cache counts its own (axial) positions
     let x = match (&block.attn, &mut s.kv) {
         (Some(attn), Some(kv)) => {
-            let shifted = shift_after(x.clone(), &s.prev_attn_in);
+            let shifted = token_shift_after(x.clone(), s.prev_attn_in.as_ref());
             s.prev_attn_in = Some(last_row(&x));
             attn.forward_cache(shifted, kv) + x
         }
         _ => x,
     };
-    let shifted = shift_after(x.clone(), &s.prev_ff_in);
+    let shifted = token_shift_after(x.clone(), s.prev_ff_in.as_ref());
     s.prev_ff_in = Some(last_row(&x));
     block.ff.forward(shifted) + x
 }
