@@ -117,7 +117,8 @@ pub fn linear<B: Backend, const D: usize>(
     bias: Option<Tensor<B, 1>>,
 ) -> Tensor<B, D> {
     #[cfg(feature = "cpu-kernels")]
-    match cpu(&x).filter(|_| cpu(&weight).is_some()) {
+    let all_f32 = cpu(&weight).is_some() && bias.as_ref().is_none_or(|b| cpu(b).is_some());
+    match cpu(&x).filter(|_| all_f32) {
         Some(Cpu::Flex) => {
             return wrap(linear::on_flex(unwrap(x), unwrap(weight), bias.map(unwrap)))
         }
