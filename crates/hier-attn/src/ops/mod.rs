@@ -1,5 +1,6 @@
-//! Operations with hier's own CPU kernels: linear layers, exact GELU, SiLU, softmax over the
-//! last axis, narrowing, axis swaps, row-major copies of strided views, and Adam's update.
+//! Operations with hier's own CPU kernels: linear layers, layer norm, exact GELU, SiLU, softmax
+//! over the last axis, narrowing, axis swaps, row-major copies of strided views, and Adam's
+//! update.
 //!
 //! On Flex and `Autodiff<Flex>` (with the default `cpu-kernels` feature) they run hier's
 //! vectorized kernels, as single autodiff nodes with their own backward; on every other backend
