@@ -252,4 +252,37 @@ mod tests {
         assert_eq!(back, runs);
         assert_eq!(mean_std(&[1.0, 3.0]), (2.0, 2f64.sqrt()));
     }
+
+    /// `hier compare --from` re-reads `json`'s output: every float comes back to the bit,
+    /// including ones the shortest representation prints with 17 digits (serde_json's
+    /// `float_roundtrip`; without it parsing may land one ulp off).
+    #[test]
+    fn runs_read_back_from_json_are_the_same_to_the_bit() {
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            f64::from_bits((state >> 12) | 0x3FF0_0000_0000_0000) * 1234.5678
+        };
+        let runs: Vec<RunSummary> = (0..50)
+            .map(|seed| {
+                let mut run = summary("r", seed, 30, &[next(), next(), next()]);
+                run.tokens_per_s = next();
+                run.run.flops_per_token = next() * 1e6;
+                run
+            })
+            .collect();
+        #[derive(Deserialize)]
+        struct Recorded {
+            runs: Vec<RunSummary>,
+        }
+        let back: Recorded = serde_json::from_str(&json(&runs)).unwrap();
+        let differ = back.runs.iter().zip(&runs).filter(|(a, b)| a != b).count();
+        assert_eq!(
+            (back.runs.len(), differ),
+            (runs.len(), 0),
+            "runs read back differently"
+        );
+    }
 }
